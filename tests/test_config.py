@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from rethink.__main__ import normalize_argv
+from rethink.models import count_params
+
+CONF = str(Path(__file__).resolve().parents[1] / "rethink" / "conf")
+GROUPS = {
+    "model": ["mlp_1x512", "mlp_3x512", "alexnet", "inception", "inception_nobn"],
+    "dataset": ["cifar10", "mnist"],
+    "corruption": ["labels", "shuffled_pixels", "random_pixels", "gaussian"],
+    "regularizer": ["none", "weight_decay", "random_crop", "augment", "dropout"],
+    "scale": ["cpu", "paper"],
+}
+PARAMS = {"mlp_1x512": 1_209_866, "mlp_3x512": 1_735_178, "alexnet": 1_387_786,
+          "inception": 1_649_402, "inception_nobn": 1_649_402}
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g, opts in GROUPS.items() for o in opts])
+def test_every_group_option_composes(group, option):
+    cfg = composed(f"{group}={option}")
+    assert cfg.trainer.batch_size == 128 and cfg.trainer.momentum == 0.9 and cfg.trainer.lr_decay == 0.95
+    if group == "model":
+        assert cfg.model.name == option
+        assert count_params(instantiate(cfg.model.net)) == PARAMS[option]
+        assert cfg.trainer.lr == (0.1 if option.startswith("inception") else 0.01)
+    if group == "corruption":
+        assert instantiate(cfg.corruption).kind == option
+    if group == "dataset":
+        assert instantiate(cfg.dataset).name == option
+
+
+def test_imagefolder_dataset_composes_with_its_required_values():
+    cfg = composed("dataset=imagefolder", "dataset.root=/x", "dataset.num_classes=3", "dataset.input_shape=[3,16,16]")
+    assert instantiate(cfg.dataset).num_classes == 3
+
+
+def test_regularizer_list_merges_and_defaults_are_off():
+    base = composed()
+    assert base.regularizer.weight_decay == 0 and not base.regularizer.random_crop and base.regularizer.dropout == 0
+    cfg = composed("regularizer=[weight_decay,random_crop]")
+    assert cfg.regularizer.weight_decay == 0.0005 and cfg.regularizer.random_crop and not cfg.regularizer.flip
+    assert composed("regularizer=augment").regularizer.flip
+    assert instantiate(composed("regularizer=dropout").model.net)[-2].p == 0.5
+
+
+def test_scale_switch():
+    assert composed().dataset.train_size == 20000
+    paper = composed("scale=paper")
+    assert paper.dataset.train_size is None and paper.trainer.lr_decay_period is None
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["-m", "corruption=0,0.2,0.5,1.0"], ["-m", "corruption=labels", "corruption.level=0,0.2,0.5,1.0"]),
+    (["corruption=0.3"], ["corruption=labels", "corruption.level=0.3"]),
+    (["corruption=1"], ["corruption=labels", "corruption.level=1"]),
+    (["corruption=random_pixels", "corruption.level=1.0"], ["corruption=random_pixels", "corruption.level=1.0"]),
+    (["model=alexnet"], ["model=alexnet"]),
+])
+def test_numeric_corruption_becomes_label_corruption_level(argv, expected):
+    assert normalize_argv(argv) == expected
+
+
+def test_normalized_levels_compose_as_numbers():
+    cfg = composed(*normalize_argv(["corruption=0.5"]))
+    assert cfg.corruption.kind == "labels" and cfg.corruption.level == 0.5
