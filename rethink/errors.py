@@ -1,9 +1,12 @@
 """One exception type for bad input: Hydra prints it as a single line, without a traceback."""
 
-from hydra.errors import CompactHydraException
+try:
+    from hydra.errors import CompactHydraException as _Base
+except ImportError:  # the training core (data, corrupt, models, train) also runs without Hydra
+    _Base = Exception
 
 
-class RethinkError(CompactHydraException):
+class RethinkError(_Base):
     """A user-facing error: the message names the bad value and what is allowed."""
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): they report figures, they do not pass or fail."""
