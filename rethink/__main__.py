@@ -29,9 +29,15 @@ def normalize_argv(argv: list[str]) -> list[str]:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def app(cfg: DictConfig) -> dict[str, float]:
     """One Hydra job."""
+    import logging
+
     from rethink.job import run  # imported here so `--help` and `--cfg` stay fast
 
-    return run(cfg)
+    try:
+        return run(cfg)
+    except Exception as e:  # say so now: in a sweep, Hydra reports a failed job only at the very end
+        logging.getLogger("rethink").error("job failed: %s", str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise
 
 
 def main() -> None:

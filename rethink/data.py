@@ -159,8 +159,9 @@ def read_torchvision(cls_name: str, root: Path, download: bool) -> ImageData:
         train, test = (cls(str(root), train=t, download=download) for t in (True, False))
     except Exception as e:
         how = "the download failed" if download else "download is off (dataset.download=false)"
+        tree = " (nor a cifar10/{train,test} image tree)" if cls_name == "CIFAR10" else ""
         raise RethinkError(
-            f"dataset.root={root} does not hold {cls_name} and {how}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            f"dataset.root={root} does not hold {cls_name}{tree} and {how}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         ) from None
 
     def tensors(ds) -> tuple[Tensor, Tensor]:

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Keys that do not change what a job computes: left out of its identity hash.
-NON_IDENTITY_KEYS = ("mlflow", "rerun", "trainer.device", "trainer.compile", "trainer.eval_batch_size")
+NON_IDENTITY_KEYS = ("mlflow", "rerun", "model.cpu", "sweep_levels", "trainer.device", "trainer.compile", "trainer.eval_batch_size")
 
 
 def default_tracking_uri() -> str:
