@@ -44,7 +44,8 @@ def import_record(uri: str, experiment_id: str, rec: dict, source: str) -> str |
         run.log_params(params)
         for h in rec["history"]:
             run.log_metrics({k: v for k, v in h.items() if k != "step"}, step=h["step"])
-        final = {"wall_time": rec["wall_time"], "images_per_s": rec["images_per_s"], "epochs": len(rec["history"])}
+        final = {"wall_time": rec["wall_time"], "images_per_s": rec["images_per_s"], "epochs": len(rec["history"]),
+                 "steps": rec["history"][-1]["step"]}
         if rec.get("fit_step") is not None:
             final |= {"fit_epoch": rec["fit_epoch"], "fit_step": rec["fit_step"]}
         for thr in FIT_THRESHOLDS:

@@ -109,7 +109,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
         result = train(model, corrupted, settings, on_epoch)
         final: dict[str, float] = {"wall_time": time.perf_counter() - t0, "train_time": result.train_time,
-                                   "images_per_s": result.images_per_s, "epochs": result.epochs,
+                                   "images_per_s": result.images_per_s, "epochs": result.epochs, "steps": result.steps,
                                    "tracking_seconds": job.log_seconds}
         if result.fit_epoch is not None:
             final |= {"fit_epoch": result.fit_epoch, "fit_step": result.fit_step}

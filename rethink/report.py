@@ -67,7 +67,7 @@ def load_runs(uri: str, experiment: str = "rethink", scale: str | None = None) -
         "seed": pd.to_numeric(p("seed", "0")), "train_size": pd.to_numeric(p("train_examples")),
         "target": pd.to_numeric(p("trainer.target_train_acc")),
         "train_acc": m("train/acc"), "test_acc": m("test/acc"), "fit_step": m("fit_step"),
-        "fit_epoch": m("fit_epoch"), "steps": m("step"), "epochs": m("epochs"), "wall_time": m("wall_time"),
+        "fit_epoch": m("fit_epoch"), "steps": m("steps"), "epochs": m("epochs"), "wall_time": m("wall_time"),
         "stop_reason": raw.get("tags.stop_reason"), "device": raw.get("tags.device"),
     })
     df = df[df["dataset"] == "cifar10"]
