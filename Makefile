@@ -3,12 +3,15 @@ PY      ?= .venv/bin/python
 SHARED  ?= ../shared/data
 DATA    ?= data
 SWEEP   ?= -m corruption=0,0.2,0.5,1.0
+SCALE   ?= paper
+REPORTS ?= reports
+RUN      = $(PY) -m rethink
 
 .DEFAULT_GOAL := help
-.PHONY: help install data run test lint ui clean
+.PHONY: help install data run test lint ui clean table1 table4 fig1 fig2 paper paper-cpu report
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 install: .venv/.installed ## create .venv and install rethink with its test tools
 .venv/.installed: pyproject.toml
@@ -30,6 +33,28 @@ run: install data ## the main job: label-corruption sweep (SWEEP='-m corruption=
 
 test: install data ## run the test suite (what CI runs)
 	$(PY) -m pytest -q
+
+table1: install data ## Table 1 preset (SCALE=paper|cpu, default paper)
+	$(RUN) experiment=table1 scale=$(SCALE)
+
+table4: install data ## Table 4 preset: random labels + regularizers (SCALE=paper|cpu)
+	$(RUN) experiment=table4 scale=$(SCALE)
+
+fig1: install data ## Figure 1a + 1b/1c presets (SCALE=paper|cpu)
+	$(RUN) experiment=fig1a scale=$(SCALE)
+	$(RUN) experiment=fig1bc scale=$(SCALE)
+
+fig2: install data ## Figure 2b preset: Inception with/without BatchNorm (SCALE=paper|cpu)
+	$(RUN) experiment=fig2b scale=$(SCALE)
+
+report: install ## tables + figures from the MLflow store into $(REPORTS)/$(SCALE)/
+	$(PY) -m rethink.report --scale $(SCALE) --out $(REPORTS)/$(SCALE)
+
+paper: ## every preset at the paper's scale (use a GPU), then the report
+	$(MAKE) -k table1 table4 fig1 fig2 report SCALE=paper
+
+paper-cpu: ## every preset at the reduced CPU scale (about an hour on 2 cores), then the report
+	$(MAKE) -k table1 table4 fig1 fig2 report SCALE=cpu
 
 lint: install ## ruff
 	.venv/bin/ruff check rethink tests bench
