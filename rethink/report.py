@@ -268,7 +268,8 @@ def notes(df: pd.DataFrame, t1: pd.DataFrame, f1: pd.DataFrame, scale: str | Non
     return "\n".join(lines) + "\n"
 
 
-def write_report(uri: str, out: Path, experiment: str = "rethink", scale: str | None = None) -> list[Path]:
+def write_report(uri: str, out: Path, experiment: str = "rethink", scale: str | None = None,
+                 extra_notes: str = "") -> list[Path]:
     """Build every table and figure that the store has runs for; return the files written."""
     out.mkdir(parents=True, exist_ok=True)
     df = load_runs(uri, experiment, scale)
@@ -288,7 +289,7 @@ def write_report(uri: str, out: Path, experiment: str = "rethink", scale: str | 
             fig.savefig(out / f"{name}.png", dpi=120)
             plots.close(fig)
             written.append(out / f"{name}.png")
-    readme = notes(df, t1, f1, scale)
+    readme = notes(df, t1, f1, scale) + (f"\n{extra_notes.strip()}\n" if extra_notes else "")
     readme += "\n## Table 1\n\n" + _markdown(t1) + "\n## Table 4\n\n" + _markdown(t4)
     readme += "\n## Figure 1b/1c data\n\n" + _markdown(f1.round(4))
     readme += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in written if p.suffix == ".png") + "\n"
@@ -312,11 +313,13 @@ def main() -> None:
     ap.add_argument("--experiment", default="rethink")
     ap.add_argument("--scale", default=None, help="only runs made at this scale (cpu | paper)")
     ap.add_argument("--out", default=None, help="default: reports/<scale or all>")
+    ap.add_argument("--notes", default=None, help="a Markdown file appended to the report's README (provenance)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     uri = args.tracking_uri or track.default_tracking_uri()
     out = Path(args.out or f"reports/{args.scale or 'all'}")
-    files = write_report(uri, out, args.experiment, args.scale)
+    extra = Path(args.notes).read_text() if args.notes else ""
+    files = write_report(uri, out, args.experiment, args.scale, extra)
     run_id = log_report(uri, files, out.name)
     print(f"wrote {len(files)} files to {out}/ (also logged to MLflow run {run_id}):")
     for f in files:
