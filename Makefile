@@ -3,12 +3,15 @@ PY      ?= .venv/bin/python
 SHARED  ?= ../shared/data
 DATA    ?= data
 SWEEP   ?= -m corruption=0,0.2,0.5,1.0
+HOST    ?= 127.0.0.1
+PORT    ?= 5000
+WORKERS ?= 1
 SCALE   ?= paper
 REPORTS ?= reports
 RUN      = $(PY) -m rethink
 
 .DEFAULT_GOAL := help
-.PHONY: help install data run test lint ui clean table1 table4 fig1 fig2 paper paper-cpu report
+.PHONY: help install data run test lint ui server clean table1 table4 fig1 fig2 paper paper-cpu report
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -17,7 +20,7 @@ install: .venv/.installed ## create .venv and install rethink with its test tool
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
-	.venv/bin/pip install -q -e '.[dev]'
+	.venv/bin/pip install -q -e '.[dev,ray]'
 	touch $@
 
 data: $(DATA)/cifar10/train $(DATA)/MNIST/raw ## extract CIFAR-10 / MNIST from $(SHARED) (no download needed)
@@ -61,6 +64,10 @@ lint: install ## ruff
 
 ui: install ## MLflow UI on http://127.0.0.1:5000 over the mlruns/ store
 	.venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
+
+server: install ## mlflow server over mlruns/ on http://127.0.0.1:5000 for parallel writers (HOST, PORT, WORKERS)
+	.venv/bin/mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+	  --artifacts-destination $(CURDIR)/mlruns/artifacts --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 clean: ## remove Hydra outputs (keeps the MLflow store and data)
 	rm -rf multirun outputs .pytest_cache

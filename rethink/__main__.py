@@ -11,7 +11,7 @@ import re
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 NUMBER = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
 CORRUPTION_LEVELS = re.compile(rf"^corruption=({NUMBER}(,{NUMBER})*)$")
@@ -28,10 +28,14 @@ def normalize_argv(argv: list[str]) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def app(cfg: DictConfig) -> dict[str, float]:
-    """One Hydra job."""
+    """One Hydra job: training (task=train, the default) or a theory task (rethink.theory.jobs)."""
     import logging
 
-    from rethink.job import run  # imported here so `--help` and `--cfg` stay fast
+    # imported here so `--help` and `--cfg` stay fast
+    if OmegaConf.select(cfg, "task.name", default="train") == "train":
+        from rethink.job import run
+    else:
+        from rethink.theory.jobs import run
 
     try:
         return run(cfg)

@@ -264,7 +264,10 @@ def notes(df: pd.DataFrame, t1: pd.DataFrame, f1: pd.DataFrame, scale: str | Non
     unfit = df[df["fit_step"].isna()]
     if len(unfit):
         lines.append(f"- {len(unfit)} run(s) never reached the target training accuracy: " + ", ".join(
-            f"{r.model} {r.kind}@{r.level:g} (train {100 * r.train_acc:.1f}%, {r.stop_reason})" for r in unfit.itertuples()) + ".")
+            f"{r.model}{' +crop' if r.crop else ''}{' +wd' if r.wd else ''} {r.kind}@{r.level:g} (train {100 * r.train_acc:.1f}%, "
+            f"{r.stop_reason} after {r.steps:.0f} steps)" for r in unfit.itertuples()) + ". A run that stops at its epoch "
+            "cap had too few SGD steps for its data, not too little capacity: at scale=cpu the conv nets get a few "
+            "hundred steps at most (compare the paper-scale GPU runs).")
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +26,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Keys that do not change what a job computes: left out of its identity hash.
-NON_IDENTITY_KEYS = ("mlflow", "rerun", "model.cpu", "sweep_levels", "trainer.device", "trainer.compile", "trainer.eval_batch_size")
+NON_IDENTITY_KEYS = ("mlflow", "rerun", "model.cpu", "sweep_levels", "trainer.device", "trainer.compile", "trainer.eval_batch_size",
+                     "trainer.checkpoint_every", "checkpoint_dir")
+# The sweep's parent run, set by the launching process (rethink.callbacks) and inherited by the job
+# processes of joblib / submitit / local Ray; also written to <sweep dir>/PARENT_FILE for other hosts.
+PARENT_ENV, SWEEP_ENV, PARENT_FILE = "RETHINK_PARENT_RUN_ID", "RETHINK_SWEEP_DIR", ".mlflow_parent_run_id"
+UNFINISHED = ("RUNNING", "FAILED", "KILLED")
 
 
 def default_tracking_uri() -> str:
@@ -42,6 +49,48 @@ def artifact_root(uri: str) -> str | None:
     if uri.startswith("sqlite:///"):
         return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
     return None
+
+
+def checkpoint_dir(uri: str, configured: str | None = None) -> Path:
+    """Where checkpoints live: `configured`, else `checkpoints/` next to the SQLite DB, else ./mlruns/checkpoints.
+
+    Keyed by config hash, not by the Hydra output dir: a re-run of a sweep gets a new sweep dir.
+    """
+    if configured:
+        return Path(configured).resolve()
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).parent.resolve() / "checkpoints"
+    return (Path.cwd() / "mlruns" / "checkpoints").resolve()
+
+
+def process_id() -> str:
+    """`host:pid:start-time` of this process, recorded on runs so a later sweep can tell a dead one."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def _start_time(pid: int) -> str:
+    """Field 22 of /proc/<pid>/stat (tells a reused pid apart); "" when gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return "" if fields[0] in ("Z", "X") else fields[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def process_alive(process: str) -> bool | None:
+    """Whether the process of a `process_id()` still runs; None when it ran on another host (can't tell)."""
+    host, pid, start = (process.rsplit(":", 2) + ["", ""])[:3] if process else ("", "0", "")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    if start and Path("/proc").is_dir():
+        return _start_time(int(pid)) == start
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def retry(fn: Callable[[], T], attempts: int = 8, what: str = "mlflow call") -> T:
@@ -116,8 +165,14 @@ def param_value(v: Any) -> str:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """A job's identity: hash of its resolved config minus keys that do not change results."""
-    flat = {k: v for k, v in flatten(cfg).items() if not any(k == p or k.startswith(p + ".") for p in NON_IDENTITY_KEYS)}
+    """A job's identity: hash of its resolved config minus keys that do not change results.
+
+    A training job (task.name == train) leaves out the `task` node too, so adding the task group
+    did not change the identity of runs recorded before it existed.
+    """
+    flat = flatten(cfg)
+    skip = NON_IDENTITY_KEYS + (("task",) if flat.get("task.name", "train") == "train" else ())
+    flat = {k: v for k, v in flat.items() if not any(k == p or k.startswith(p + ".") for p in skip)}
     blob = json.dumps({k: param_value(v) for k, v in sorted(flat.items())}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -146,12 +201,105 @@ def find_finished(uri: str, experiment_id: str, identity: str) -> dict | None:
     return {"run_id": runs[0].info.run_id, "metrics": dict(runs[0].data.metrics)}
 
 
+def unfinished_runs(uri: str, experiment_id: str, identity: str) -> list:
+    """Runs with this config hash that did not finish (RUNNING, FAILED, KILLED), newest first."""
+    c = client(uri)
+    runs = retry(lambda: c.search_runs([experiment_id], filter_string=f"tags.config_hash = '{identity}'",
+                                       order_by=["attributes.start_time DESC"], max_results=1000), what="search runs")
+    return [r for r in runs if r.info.status in UNFINISHED]
+
+
+def is_stale(run) -> bool:
+    """A RUNNING run whose process is gone (killed, node lost). On another host we cannot check the
+    process and assume it is gone: the same job running twice at once is not supported."""
+    return run.info.status == "RUNNING" and process_alive(run.data.tags.get("process", "")) is not True
+
+
+def mark_killed(uri: str, run_id: str, reason: str) -> None:
+    """End a run whose process died without closing it: KILLED, with the reason."""
+    c = client(uri)
+    from mlflow.entities import RunTag
+
+    retry(lambda: c.log_batch(run_id, tags=[RunTag("failure_reason", reason[:5000])]), what="set tags")
+    retry(lambda: c.set_terminated(run_id, status="KILLED"), what="end run")
+
+
+def parent_run_id(sweep_dir: str) -> str | None:
+    """The parent run of the sweep this job belongs to: from the environment the launching process
+    set (when it is for this sweep dir), else from the file it wrote into the sweep dir."""
+    if not sweep_dir:
+        return None
+    here = str(Path(sweep_dir).resolve())
+    if os.environ.get(PARENT_ENV) and os.environ.get(SWEEP_ENV) == here:
+        return os.environ[PARENT_ENV]
+    f = Path(here) / PARENT_FILE
+    return (f.read_text().strip() or None) if f.is_file() else None
+
+
+def set_run_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
+    """Tags on any run (e.g. a job noting on the parent run that it was skipped)."""
+    from mlflow.entities import RunTag
+
+    c = client(uri)
+    retry(lambda: c.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]), what="set tags")
+
+
+def open_sweep(uri: str, experiment_id: str, sweep_dir: str, tags: dict[str, Any]) -> str:
+    """The parent run of a sweep (jobs are its children); first ends as KILLED the parent runs of
+    earlier sweeps whose launching process died. Returns the parent's run id."""
+    c = client(uri)
+    stale = retry(lambda: c.search_runs([experiment_id], filter_string="tags.kind = 'sweep' and attributes.status = 'RUNNING'",
+                                        max_results=1000), what="search runs")
+    for r in stale:
+        if is_stale(r):
+            mark_killed(uri, r.info.run_id, "the launching process of this sweep died (killed?)")
+    tags = {k: str(v) for k, v in tags.items()} | {"kind": "sweep", "sweep_dir": sweep_dir, "process": process_id()}
+    return retry(lambda: c.create_run(experiment_id, run_name=f"sweep-{sweep_dir}", tags=tags), what="create run").info.run_id
+
+
+def close_sweep(uri: str, parent_id: str, completed: bool) -> dict[str, int]:
+    """Count the sweep's jobs by outcome, log the counts on the parent run and end it: FINISHED when
+    every job finished or was skipped, FAILED otherwise (or when the sweep itself did not complete).
+
+    A child still RUNNING whose process is gone is marked KILLED first (its next run resumes it).
+    """
+    c = client(uri)
+    parent = retry(lambda: c.get_run(parent_id), what="get run")
+    children = retry(lambda: c.search_runs([parent.info.experiment_id],
+                                           filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+                                           max_results=50000), what="search runs")
+    status = {r.info.run_id: r.info.status for r in children}
+    for r in children:
+        if is_stale(r):
+            mark_killed(uri, r.info.run_id, "the job's process ended without closing its run (killed?)")
+            status[r.info.run_id] = "KILLED"
+    counts = {"jobs_finished": sum(s == "FINISHED" for s in status.values()),
+              "jobs_failed": sum(s in ("FAILED", "KILLED") for s in status.values()),
+              "jobs_running": sum(s == "RUNNING" for s in status.values()),
+              "jobs_skipped": sum(k.startswith("skipped.") for k in parent.data.tags)}
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    retry(lambda: c.log_batch(parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in counts.items()]), what="log metrics")
+    ok = completed and counts["jobs_failed"] == 0 and counts["jobs_running"] == 0
+    retry(lambda: c.set_terminated(parent_id, status="FINISHED" if ok else "FAILED"), what="end run")
+    return counts | {"status": "FINISHED" if ok else "FAILED"}
+
+
 class JobRun:
     """One MLflow run: batched metric logging, artifacts, and a terminal status."""
 
     def __init__(self, uri: str, run_id: str) -> None:
         self.uri, self.run_id, self.client = uri, run_id, client(uri)
         self.log_seconds = 0.0  # time spent logging, to report tracking overhead
+        self.logged_through: dict[str, int] = {}  # resumed run: last step already logged, per metric
+
+    def skip_logged_steps(self) -> None:
+        """A resumed run replays the epochs since its last checkpoint: log only steps not yet logged."""
+        keys = retry(lambda: self.client.get_run(self.run_id), what="get run").data.metrics
+        for k in keys:
+            hist = retry(lambda k=k: self.client.get_metric_history(self.run_id, k), what="metric history")
+            self.logged_through[k] = max((m.step for m in hist), default=-1)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """All metrics of one step in one batch write."""
@@ -159,7 +307,10 @@ class JobRun:
 
         t0 = time.perf_counter()
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if v is not None and math.isfinite(float(v)) and step > self.logged_through.get(k, -1)]
+        if not batch:
+            return
         retry(lambda: self.client.log_batch(self.run_id, metrics=batch), what="log metrics")
         self.log_seconds += time.perf_counter() - t0
 
@@ -186,12 +337,25 @@ class JobRun:
 
 
 @contextmanager
-def start_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, Any]) -> Iterator[JobRun]:
-    """Open a run; end it FINISHED, or FAILED with the reason as tag `failure_reason` (then re-raise)."""
+def start_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, Any],
+              resume_run_id: str | None = None) -> Iterator[JobRun]:
+    """Open a run (or reopen `resume_run_id` as RUNNING); end it FINISHED, or FAILED with the reason as
+    tag `failure_reason` (then re-raise)."""
     c = client(uri)
-    info = retry(lambda: c.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()}),
-                 what="create run").info
+    tags = {k: str(v) for k, v in tags.items()} | {"process": process_id()}
+    if resume_run_id:
+        retry(lambda: c.update_run(resume_run_id, status="RUNNING"), what="reopen run")
+        info = retry(lambda: c.get_run(resume_run_id), what="get run").info
+    else:
+        info = retry(lambda: c.create_run(experiment_id, run_name=run_name, tags=tags), what="create run").info
     run = JobRun(uri, info.run_id)
+    if resume_run_id:
+        before = retry(lambda: c.get_run(resume_run_id), what="get run").data.tags
+        if "failure_reason" in before:  # the reason of the interruption no longer describes the run
+            tags["interrupted_by"] = before["failure_reason"]
+            retry(lambda: c.delete_tag(resume_run_id, "failure_reason"), what="delete tag")
+        run.set_tags(tags)
+        run.skip_logged_steps()
     try:
         yield run
     except BaseException as e:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +53,7 @@ class TrainSettings:
     flip: bool = False
     crop_size: int | None = None
     seed: int = 0
+    checkpoint_every: int | None = 5  # epochs between checkpoints (0 / None: never)
 
     def __post_init__(self) -> None:
         checks = [
@@ -63,6 +66,7 @@ class TrainSettings:
             ("lr_decay", 0 < self.lr_decay <= 1, "a number in (0, 1]"),
             ("lr_decay_period", self.lr_decay_period is None or (isinstance(self.lr_decay_period, int) and self.lr_decay_period > 0), "null or an integer > 0"),
             ("patience", self.patience is None or (isinstance(self.patience, int) and self.patience > 0), "null or an integer > 0"),
+            ("checkpoint_every", self.checkpoint_every is None or (isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0), "null or an integer >= 0"),
             ("device", self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:"), "auto, cpu or cuda"),
         ]
         for key, ok, allowed in checks:
@@ -92,11 +96,37 @@ class TrainResult:
     images_per_s: float = 0.0
 
 
-def resolve_device(name: str) -> torch.device:
-    """auto -> cuda when available, else cpu."""
+def resolve_device(name: str, job_num: int = 0) -> torch.device:
+    """auto -> cuda when available, else cpu. On a node with several GPUs, parallel jobs are spread
+    over them: job `job_num` gets GPU `job_num mod count`."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        n = torch.cuda.device_count()
+        return torch.device(f"cuda:{job_num % n}" if n > 1 else "cuda")
     return torch.device(name)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    """A checkpoint written by `save_checkpoint`, or None when there is none (or it is unreadable)."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a corrupt file must not stop the job: it trains from the start instead
+        log.warning("ignoring unreadable checkpoint %s: %s", path, e)
+        return None
 
 
 def param_groups(model: nn.Module, weight_decay: float, on: str) -> list[dict]:
@@ -127,11 +157,19 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, prepare: C
 
 
 def train(model: nn.Module, data: CorruptedData, s: TrainSettings,
-          on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
-    """Train `model` on `data` with SGD + momentum and the paper's x0.95 LR decay; see module doc."""
+          on_epoch: Callable[[dict], None] | None = None,
+          on_checkpoint: Callable[[dict], None] | None = None, resume: dict | None = None) -> TrainResult:
+    """Train `model` on `data` with SGD + momentum and the paper's x0.95 LR decay; see module doc.
+
+    Every `s.checkpoint_every` epochs `on_checkpoint` gets the full training state (model,
+    optimizer, epoch/step, which sets the LR schedule, the RNG states, the history so far);
+    `resume` = such a state continues from the epoch after it, as if never interrupted.
+    """
     t_start = time.perf_counter()
     device = resolve_device(s.device)
     on_cuda = device.type == "cuda"
+    if on_cuda and device.index is not None:
+        torch.cuda.set_device(device)
     is_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
     channels_last = (on_cuda and is_conv) if s.channels_last == "auto" else bool(s.channels_last)
     use_amp = on_cuda if s.amp == "auto" else bool(s.amp)
@@ -159,8 +197,23 @@ def train(model: nn.Module, data: CorruptedData, s: TrainSettings,
     res = TrainResult()
     best_acc, best_epoch, step = -1.0, 0, 0
     t_train = 0.0
+    start = 1
+    if resume:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        torch.set_rng_state(resume["cpu_rng_state"])
+        if resume["device_type"] == device.type:
+            gen.set_state(resume["gen_state"])
+            if on_cuda:
+                torch.cuda.set_rng_state(resume["cuda_rng_state"], device)
+        else:  # a CPU generator's state does not fit a CUDA one: same model, other data order from here
+            log.warning("resuming a %s checkpoint on %s: data order differs from an uninterrupted run",
+                        resume["device_type"], device.type)
+        res = TrainResult(**resume["result"])
+        best_acc, best_epoch, step, t_train = resume["best_acc"], resume["best_epoch"], resume["step"], resume["train_time"]
+        start = resume["epoch"] + 1
     model.train()
-    for epoch in range(1, s.max_epochs + 1):
+    for epoch in range(start, s.max_epochs + 1):
         t0 = time.perf_counter()
         perm = torch.randperm(n, device=device, generator=gen)
         loss_sum = torch.zeros((), device=device)
@@ -230,6 +283,15 @@ def train(model: nn.Module, data: CorruptedData, s: TrainSettings,
         elif s.patience and epoch - best_epoch >= s.patience:
             res.stop_reason = "stall"
             break
+        if on_checkpoint and s.checkpoint_every and epoch % s.checkpoint_every == 0 and epoch < s.max_epochs:
+            on_checkpoint({
+                "epoch": epoch, "step": step, "best_acc": best_acc, "best_epoch": best_epoch, "train_time": t_train,
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "gen_state": gen.get_state(),
+                "device_type": device.type,
+                "cpu_rng_state": torch.get_rng_state(),
+                "cuda_rng_state": torch.cuda.get_rng_state(device) if on_cuda else None,
+                "result": asdict(res),
+            })
     res.wall_time = time.perf_counter() - t_start
     res.train_time = t_train
     res.images_per_s = n * res.epochs / max(sum(h["epoch_time"] for h in res.history), 1e-9)

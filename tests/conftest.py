@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -21,17 +22,82 @@ def data_root() -> Path:
     return DATA
 
 
-def run_cli(args: list[str], cwd: Path, data_root: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`python -m rethink ARGS` in a subprocess, with its own MLflow store under `cwd`."""
-    env = os.environ | {"RETHINK_DATA": str(data_root), "PYTHONUNBUFFERED": "1"}
+def cli_env(data_root: Path, **extra: str) -> dict[str, str]:
+    """The environment of a CLI subprocess: the test data, unbuffered output, plus `extra`."""
+    env = os.environ | {"RETHINK_DATA": str(data_root), "PYTHONUNBUFFERED": "1"} | extra
     env.pop("HYDRA_FULL_ERROR", None)
-    cmd = [sys.executable, "-m", "rethink", *args, f"mlflow.tracking_uri=sqlite:///{cwd}/mlruns/mlflow.db"]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return env
 
 
-def search_runs(cwd: Path, experiment: str = "rethink"):
-    """All runs of the temporary store as a pandas DataFrame (via mlflow.search_runs)."""
+def cli_cmd(args: list[str], cwd: Path, uri: str | None = None) -> list[str]:
+    """`python -m rethink ARGS` logging to `uri` (default: a SQLite store under `cwd`)."""
+    return [sys.executable, "-m", "rethink", *args, f"mlflow.tracking_uri={uri or f'sqlite:///{cwd}/mlruns/mlflow.db'}"]
+
+
+def run_cli(args: list[str], cwd: Path, data_root: Path, timeout: int = 300, uri: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m rethink ARGS` in a subprocess, with its own MLflow store under `cwd` (or `uri`)."""
+    return subprocess.run(cli_cmd(args, cwd, uri), cwd=cwd, env=cli_env(data_root, **(env or {})),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def search_runs(cwd: Path, experiment: str = "rethink", uri: str | None = None, parents: bool = False):
+    """The job runs (with `parents`: also the sweeps' parent runs) of the temporary store (or of
+    `uri`) as a pandas DataFrame (via mlflow.search_runs)."""
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{cwd}/mlruns/mlflow.db")
-    return mlflow.search_runs(experiment_names=[experiment])
+    mlflow.set_tracking_uri(uri or f"sqlite:///{cwd}/mlruns/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=[experiment])
+    if parents or "tags.kind" not in runs:
+        return runs
+    return runs[runs["tags.kind"] != "sweep"].reset_index(drop=True)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (on 127.0.0.1)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """`mlflow server` on 127.0.0.1 over a SQLite store in tmp_path (artifacts served from tmp_path);
+    yields its http URI and always stops it."""
+    import time
+    import urllib.request
+
+    port = free_port()
+    store = tmp_path / "server"
+    store.mkdir()
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{store}/mlflow.db",
+           "--artifacts-destination", str(store / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    log = open(store / "server.log", "w")
+    # Its own process group: `mlflow server` runs uvicorn as a child, and both must go at the end.
+    proc = subprocess.Popen(cmd, cwd=store, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start: {(store / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        import signal
+
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # SIGKILL: whatever of the group is left
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=20)
+        log.close()

@@ -3,8 +3,8 @@
 import math
 
 import pytest
-
 from conftest import run_cli
+
 from rethink import report, track
 
 
