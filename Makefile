@@ -11,7 +11,7 @@ REPORTS ?= reports
 RUN      = $(PY) -m rethink
 
 .DEFAULT_GOAL := help
-.PHONY: help install data run test lint ui server clean table1 table4 fig1 fig2 paper paper-cpu report
+.PHONY: help install data run test bench lint ui server clean table1 table4 fig1 fig2 paper paper-cpu report
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -58,6 +58,10 @@ paper: ## every preset at the paper's scale (use a GPU), then the report
 
 paper-cpu: ## every preset at the reduced CPU scale (about an hour on 2 cores), then the report
 	$(MAKE) -k table1 table4 fig1 fig2 report SCALE=cpu
+
+bench: install data ## training throughput vs the conventional pipeline, FLOP/s, overheads (CPU, a few minutes)
+	$(PY) -m bench.throughput --json bench/results/throughput-cpu.json
+	$(PY) -m bench.overhead
 
 lint: install ## ruff
 	.venv/bin/ruff check rethink tests bench

@@ -162,7 +162,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         result = train(model, corrupted, settings, on_epoch, on_checkpoint, resume=state)
         final: dict[str, float] = {"wall_time": prior_wall + time.perf_counter() - t0, "train_time": result.train_time,
                                    "images_per_s": result.images_per_s, "epochs": result.epochs, "steps": result.steps,
-                                   "tracking_seconds": job.log_seconds}
+                                   "tracking_seconds": job.log_seconds,
+                                   "tracking_write_seconds": job.write_seconds}
         if result.fit_epoch is not None:
             final |= {"fit_epoch": result.fit_epoch, "fit_step": result.fit_step}
         for thr in FIT_THRESHOLDS:

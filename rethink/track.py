@@ -11,8 +11,10 @@ import json
 import logging
 import math
 import os
+import queue
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -291,8 +293,33 @@ class JobRun:
 
     def __init__(self, uri: str, run_id: str) -> None:
         self.uri, self.run_id, self.client = uri, run_id, client(uri)
-        self.log_seconds = 0.0  # time spent logging, to report tracking overhead
+        self.log_seconds = 0.0  # time the training thread spent handing metrics over
+        self.write_seconds = 0.0  # time the writer thread spent in the store
         self.logged_through: dict[str, int] = {}  # resumed run: last step already logged, per metric
+        # Metric batches go to the store from one background thread, in order, with the same
+        # retries: the training loop never waits for SQLite or HTTP. flush() waits and re-raises.
+        self._queue: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+        threading.Thread(target=self._write_loop, daemon=True, name=f"mlflow-writer-{run_id[:8]}").start()
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = self._queue.get()
+            try:
+                if self._error is None:
+                    t0 = time.perf_counter()
+                    retry(lambda b=batch: self.client.log_batch(self.run_id, metrics=b), what="log metrics")
+                    self.write_seconds += time.perf_counter() - t0
+            except BaseException as e:  # kept for flush(): a lost metric must not pass silently
+                self._error = e
+            finally:
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        """Wait until every queued metric is in the store; raise if a write failed."""
+        self._queue.join()
+        if self._error is not None:
+            raise self._error
 
     def skip_logged_steps(self) -> None:
         """A resumed run replays the epochs since its last checkpoint: log only steps not yet logged."""
@@ -311,7 +338,9 @@ class JobRun:
                  if v is not None and math.isfinite(float(v)) and step > self.logged_through.get(k, -1)]
         if not batch:
             return
-        retry(lambda: self.client.log_batch(self.run_id, metrics=batch), what="log metrics")
+        for k in metrics:
+            self.logged_through[k] = max(step, self.logged_through.get(k, -1))
+        self._queue.put(batch)
         self.log_seconds += time.perf_counter() - t0
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -359,6 +388,10 @@ def start_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, Any],
     try:
         yield run
     except BaseException as e:
+        try:
+            run.flush()  # what was measured before the failure still lands
+        except Exception as e3:
+            log.error("could not write all metrics of run %s: %s", info.run_id, e3)
         reason = f"{type(e).__name__}: {e}".splitlines()[0][:5000]
         status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
         try:
@@ -367,4 +400,5 @@ def start_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, Any],
         except Exception as e2:  # the original error matters more than a failed status write
             log.error("could not mark run %s %s: %s", info.run_id, status, e2)
         raise
+    run.flush()
     retry(lambda: c.set_terminated(info.run_id, status="FINISHED"), what="end run")
