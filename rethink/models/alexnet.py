@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rethink.models.mlp import dense_stack
+
 
 class LocalResponseNorm(nn.Module):
     """TF-style LRN: x / (bias + alpha * sum_{|c'-c|<=r} x_c'^2) ** beta.
@@ -50,14 +52,7 @@ class SmallAlexNet(nn.Module):
         )
         with torch.no_grad():
             width = self.features(torch.zeros(1, c, h, w)).numel()
-        layers: list[nn.Module] = [nn.Flatten()]
-        for size in fc_sizes:
-            layers += [nn.Linear(width, size), nn.ReLU(inplace=True)]
-            width = size
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        layers.append(nn.Linear(width, num_classes))
-        self.classifier = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Flatten(), *dense_stack(width, fc_sizes, num_classes, dropout))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))

@@ -3,7 +3,18 @@
 from collections.abc import Sequence
 from math import prod
 
-from torch import Tensor, nn
+from torch import nn
+
+
+def dense_stack(width: int, hidden_sizes: Sequence[int], num_classes: int, dropout: float = 0.0) -> list[nn.Module]:
+    """[Linear -> ReLU] per hidden size, optional Dropout, then the Linear output layer."""
+    layers: list[nn.Module] = []
+    for h in hidden_sizes:
+        layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
+        width = h
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    return layers + [nn.Linear(width, num_classes)]
 
 
 class MLP(nn.Sequential):
@@ -16,15 +27,4 @@ class MLP(nn.Sequential):
         hidden_sizes: Sequence[int] = (512,),
         dropout: float = 0.0,
     ) -> None:
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = prod(in_shape)
-        for h in hidden_sizes:
-            layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
-            width = h
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        layers.append(nn.Linear(width, num_classes))
-        super().__init__(*layers)
-
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102 - nn.Sequential's
-        return super().forward(x)
+        super().__init__(nn.Flatten(), *dense_stack(prod(in_shape), hidden_sizes, num_classes, dropout))
