@@ -23,23 +23,25 @@ class PerImageStandardize:
         return (x - x.mean()) / x.std(correction=0).clamp_min(1 / math.sqrt(x.numel()))
 
 
-def loaders(root: str, n: int, batch_size: int = 128, workers: int = 1) -> tuple[DataLoader, DataLoader]:
-    """Shuffled training loader and an in-order evaluation loader over the first n images of each class mix."""
+def loaders(root: str, n: int, n_test: int, batch_size: int = 128, workers: int = 1) -> tuple[DataLoader, ...]:
+    """Shuffled training loader, and in-order loaders to evaluate the same training images and n_test test images."""
     tf = transforms.Compose([transforms.CenterCrop(28), transforms.ToTensor(), PerImageStandardize()])
-    ds = datasets.ImageFolder(f"{root}/train", transform=tf)
-    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n].tolist()
-    sub = Subset(ds, idx)
-    train = DataLoader(sub, batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
-    evals = DataLoader(sub, batch_size=batch_size, shuffle=False, num_workers=workers, persistent_workers=workers > 0)
-    return train, evals
+    subsets = []
+    for split, size in (("train", n), ("test", n_test)):
+        ds = datasets.ImageFolder(f"{root}/{split}", transform=tf)
+        subsets.append(Subset(ds, torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:size].tolist()))
+    kw = {"batch_size": batch_size, "num_workers": workers, "persistent_workers": workers > 0}
+    return (DataLoader(subsets[0], shuffle=True, **kw), DataLoader(subsets[0], shuffle=False, **kw),
+            DataLoader(subsets[1], shuffle=False, **kw))
 
 
-def epoch_images_per_s(model: nn.Module, root: str, n: int, device: torch.device, epochs: int = 1,
+def epoch_images_per_s(model: nn.Module, root: str, n: int, n_test: int, device: torch.device, epochs: int = 1,
                        workers: int = 1, lr: float = 0.01) -> float:
-    """Images/s of full epochs: one SGD pass plus one train-set evaluation pass, as conventional code does."""
+    """Training images/s of full epochs: an SGD pass plus evaluation of the training and test images
+    (the same work a rethink epoch does), as conventional code does it."""
     model = model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    train, evals = loaders(root, n, workers=workers)
+    train, train_eval, test_eval = loaders(root, n, n_test, workers=workers)
     total = 0.0
     for _ in range(epochs):
         t0 = time.perf_counter()
@@ -54,7 +56,8 @@ def epoch_images_per_s(model: nn.Module, root: str, n: int, device: torch.device
         model.eval()
         correct = 0
         with torch.no_grad():
-            for x, y in evals:
-                correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
+            for loader in (train_eval, test_eval):
+                for x, y in loader:
+                    correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
         total += time.perf_counter() - t0
     return n * epochs / total

@@ -118,7 +118,8 @@ def main() -> None:
             row |= {"compiled_images_per_s": c["images_per_s"], "compile_first_epoch_s": c["first_epoch_s"]}
         if not args.no_conventional:
             torch.manual_seed(0)
-            row["conventional_images_per_s"] = epoch_images_per_s(MODELS[name][0](), f"{args.data}/cifar10", n, device)
+            row["conventional_images_per_s"] = epoch_images_per_s(MODELS[name][0](), f"{args.data}/cifar10", n, args.test_size,
+                                                                  device)
             row["ratio"] = row["images_per_s"] / row["conventional_images_per_s"]
         rows.append(row)
         conv = f"{row['conventional_images_per_s']:>13.0f}{row['ratio']:>6.1f}x" if "ratio" in row else f"{'-':>13}{'-':>7}"
