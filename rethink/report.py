@@ -135,19 +135,27 @@ def fig1_frame(df: pd.DataFrame) -> pd.DataFrame:
                     censored=("censored", "any"), runs=("run_id", "count")).reset_index())
 
 
-def fig1b(f1: pd.DataFrame) -> plt.Figure:
-    """Time to overfit relative to p = 0 against label corruption p."""
+def _fig1_panel(f1: pd.DataFrame, column: str, mark) -> tuple[plt.Figure, plt.Axes]:
+    """One line per Fig. 1 model of `column` against p; `mark(ax, model, rows, color)` adds extras."""
     fig, ax = plt.subplots(figsize=(5, 4))
     for model in FIG1_MODELS:
         g = f1[f1["model"] == model]
-        if g.empty:
-            continue
-        line, = ax.plot(g["level"], g["relative_time"], "o-", label=model)
+        if not g.empty:
+            line, = ax.plot(g["level"], g[column], "o-", label=model)
+            mark(ax, model, g, line.get_color())
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def fig1b(f1: pd.DataFrame) -> plt.Figure:
+    """Time to overfit relative to p = 0 against label corruption p (hollow: never reached the target)."""
+    def hollow(ax, model, g, color):
         cens = g[g["censored"]]
-        ax.plot(cens["level"], cens["relative_time"], "o", mfc="white", color=line.get_color())
+        ax.plot(cens["level"], cens["relative_time"], "o", mfc="white", color=color)
+
+    fig, ax = _fig1_panel(f1, "relative_time", hollow)
     ax.axhspan(1, 4, color="grey", alpha=0.12, label="paper: ~1x to ~4x at p = 1")
     ax.set(xlabel="label corruption p", ylabel="time to overfit / time at p = 0", title="Fig. 1b: time to overfit")
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="hollow: never reached target", title_fontsize=7)
     fig.tight_layout()
     return fig
@@ -155,17 +163,13 @@ def fig1b(f1: pd.DataFrame) -> plt.Figure:
 
 def fig1c(f1: pd.DataFrame) -> plt.Figure:
     """Test error after convergence against label corruption p, with the paper's end points."""
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for model in FIG1_MODELS:
-        g = f1[f1["model"] == model]
-        if g.empty:
-            continue
-        line, = ax.plot(g["level"], g["test_error"], "o-", label=model)
-        ax.plot([0], [PAPER_FIG1C_P0[model]], "x", ms=9, color=line.get_color())
+    def paper_p0(ax, model, g, color):
+        ax.plot([0], [PAPER_FIG1C_P0[model]], "x", ms=9, color=color)
+
+    fig, ax = _fig1_panel(f1, "test_error", paper_p0)
     ax.plot([1], [0.9], "kx", ms=9, label="paper (x): p=0 values, 0.9 at p=1")
     ax.axhline(0.9, color="k", ls=":", lw=0.8)
     ax.set(xlabel="label corruption p", ylabel="test error", ylim=(0, 1), title="Fig. 1c: test error vs label noise")
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
