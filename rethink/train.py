@@ -140,16 +140,14 @@ def param_groups(model: nn.Module, weight_decay: float, on: str) -> list[dict]:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, prepare: Callable[[Tensor], Tensor] | None,
-             autocast) -> tuple[Tensor, Tensor]:
-    """Per-example predicted class and the summed loss, in eval mode and large batches."""
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, autocast) -> tuple[Tensor, Tensor]:
+    """Per-example predicted class and the summed loss on preprocessed images, in eval mode, batched."""
     was_training = model.training
     model.eval()
     preds, loss = [], torch.zeros((), device=y.device)
     for i in range(0, len(y), batch_size):
-        xb = x[i : i + batch_size]
         with autocast():
-            out = model(prepare(xb) if prepare else xb).float()
+            out = model(x[i : i + batch_size]).float()
         yb = y[i : i + batch_size]
         loss += F.cross_entropy(out, yb, reduction="sum")
         preds.append(out.argmax(1))
@@ -245,8 +243,8 @@ def train(model: nn.Module, data: CorruptedData, s: TrainSettings,
             torch.cuda.synchronize()
         t_train += time.perf_counter() - t0
 
-        train_pred, train_loss = evaluate(fwd, train_ready, train_y, eval_batch, None, autocast)
-        test_pred, test_loss = evaluate(fwd, test_ready, test_y, eval_batch, None, autocast)
+        train_pred, train_loss = evaluate(fwd, train_ready, train_y, eval_batch, autocast)
+        test_pred, test_loss = evaluate(fwd, test_ready, test_y, eval_batch, autocast)
         train_ok, test_ok = train_pred == train_y, test_pred == test_y
         running_loss = float(loss_sum) / n  # the one host sync of the epoch (with the lines below)
         if not math.isfinite(running_loss):
