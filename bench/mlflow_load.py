@@ -10,7 +10,8 @@ the same call and retry-on-"database is locked" path as a real job), then end th
 through a local `mlflow server` bound to 127.0.0.1 over a fresh SQLite store (`server`, one server
 worker = one writer process). Afterwards every metric history is read back: lost = expected
 (step, value) points not found, duplicated = points found twice. Latency = wall time of one
-`log_metrics` call (one epoch's batch), over all calls of all jobs.
+`log_metrics` call (one epoch's batch handed to MLflow's asynchronous logging: what the training
+thread waits), over all calls of all jobs; `JobRun.flush()` then waits for the writes themselves.
 """
 
 from __future__ import annotations
@@ -53,19 +54,18 @@ def job(args: tuple) -> dict:
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "View run at ..." line per run
     counter = CountRetries()
     logging.getLogger("rethink.track").addHandler(counter)
-    c = track.client(uri)
-    info = track.retry(lambda: c.create_run(experiment_id, run_name=f"load-{j}", tags={
-        "mlflow.parentRunId": parent_id, "job_num": str(j)}), what="create run").info
-    run = track.JobRun(uri, info.run_id)
+    run_id = track.create_run(uri, experiment_id, f"load-{j}", {"mlflow.parentRunId": parent_id, "job_num": j})
+    run = track.JobRun(uri, run_id)
     latencies, first = [], time.time()
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         run.log_metrics({f"m{k:02d}": value(j, epoch, k) for k in range(metrics)}, step=epoch)
         latencies.append(time.perf_counter() - t0)
         time.sleep(sleep)
-    track.retry(lambda: c.set_terminated(info.run_id, status="FINISHED"), what="end run")
+    run.flush()  # every batch in the store before the run ends (what start_run does for a job)
+    track.end_run(uri, run_id, "FINISHED")
     logging.getLogger("rethink.track").removeHandler(counter)
-    return {"run_id": info.run_id, "job": j, "latencies": latencies, "retries": counter.n, "first": first, "last": time.time()}
+    return {"run_id": run_id, "job": j, "latencies": latencies, "retries": counter.n, "first": first, "last": time.time()}
 
 
 def start_server(store: Path, workers: int) -> tuple[subprocess.Popen, str]:

@@ -12,7 +12,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from rethink import track
+from rethink import lifecycle, track
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +32,15 @@ class MLflowStoreCallback(Callback):
         sweep_dir = str(config.hydra.sweep.dir)
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=True)
         self.uri = uri
-        self.parent_id = track.open_sweep(uri, experiment_id, sweep_dir, {
+        self.parent_id = lifecycle.open_sweep(uri, experiment_id, sweep_dir, {
             "git_commit": track.git_commit(), "overrides": " ".join(overrides),
             "launcher": config.hydra.launcher.get("_target_", "")})
         # Jobs find the parent through the environment (inherited by joblib / submitit / local Ray
         # workers) or, on other hosts, through the sweep dir.
         here = Path(sweep_dir).resolve()
-        os.environ[track.PARENT_ENV], os.environ[track.SWEEP_ENV] = self.parent_id, str(here)
+        os.environ[lifecycle.PARENT_ENV], os.environ[lifecycle.SWEEP_ENV] = self.parent_id, str(here)
         here.mkdir(parents=True, exist_ok=True)
-        (here / track.PARENT_FILE).write_text(self.parent_id + "\n")
+        (here / lifecycle.PARENT_FILE).write_text(self.parent_id + "\n")
         atexit.register(self.close, completed=False)  # a failed job makes the sweep raise: no on_multirun_end
         log.info("sweep parent run %s", self.parent_id)
 
@@ -53,7 +53,7 @@ class MLflowStoreCallback(Callback):
             return
         parent_id, self.parent_id = self.parent_id, None
         try:
-            c = track.close_sweep(self.uri, parent_id, completed)
+            c = lifecycle.close_sweep(self.uri, parent_id, completed)
         except Exception as e:  # never hide the sweep's own error behind this one
             log.error("could not close the sweep's parent run %s: %s", parent_id, e)
             return

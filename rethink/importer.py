@@ -9,12 +9,11 @@ would log, so `rethink.report` treats it like any other run. Importing twice is 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
-from rethink import track
-from rethink.train import FIT_THRESHOLDS
+from rethink import lifecycle, runner, track
+from rethink.identity import hash_values
 
 
 def params_of(rec: dict) -> dict:
@@ -31,30 +30,32 @@ def params_of(rec: dict) -> dict:
     } | {f"trainer.{k}": v for k, v in s.items() if k not in ("weight_decay", "random_crop", "flip", "crop_size", "seed")}
 
 
-def import_record(uri: str, experiment_id: str, rec: dict, source: str) -> str | None:
-    """Log one record as a run; return its id, or None when an identical record was imported before."""
+def import_record(uri: str, experiment: str, rec: dict, source: str) -> dict[str, float] | None:
+    """Log one record as a run through the job skeleton; None when it was imported before."""
+    from rethink.job import run_name, summary_metrics
+    from rethink.train import TrainResult
+
     params = params_of(rec)
-    identity = hashlib.sha256(json.dumps({k: track.param_value(v) for k, v in sorted(params.items())}).encode()).hexdigest()[:16]
-    if track.find_finished(uri, experiment_id, identity):
+    spec = runner.JobSpec(uri=uri, experiment=experiment, identity=hash_values(params))
+    if lifecycle.find_finished(uri, track.ensure_experiment(uri, experiment), spec.identity):
         return None
-    name = f"{rec['model']}-{rec['kind']}{rec['level']:g}-{'+'.join(rec.get('regularizers', [])) or 'none'}-s{rec['seed']}"
-    tags = {"config_hash": identity, "device": rec["device"], "torch": rec["torch"], "imported_from": source,
-            "model": rec["model"], "corruption": f"{rec['kind']}@{rec['level']:g}", "stop_reason": rec["stop_reason"]}
-    with track.start_run(uri, experiment_id, name, tags) as run:
-        run.log_params(params)
-        for h in rec["history"]:
-            run.log_metrics({k: v for k, v in h.items() if k != "step"}, step=h["step"])
-        final = {"wall_time": rec["wall_time"], "images_per_s": rec["images_per_s"], "epochs": len(rec["history"]),
-                 "steps": rec["history"][-1]["step"]}
-        if rec.get("fit_step") is not None:
-            final |= {"fit_epoch": rec["fit_epoch"], "fit_step": rec["fit_step"]}
-        for thr in FIT_THRESHOLDS:
-            if str(thr) in rec.get("reached", {}):
-                tag = f"{thr * 100:g}".replace(".", "_")
-                epoch, step = rec["reached"][str(thr)]
-                final |= {f"epochs_to_{tag}": epoch, f"steps_to_{tag}": step}
-        run.log_metrics(final, step=rec["history"][-1]["step"])
-    return run.run_id
+    s, history = rec["settings"], rec["history"]
+    result = TrainResult(history=history, fit_epoch=rec.get("fit_epoch"), fit_step=rec.get("fit_step"),
+                         reached={float(k): tuple(v) for k, v in rec.get("reached", {}).items()},
+                         stop_reason=rec["stop_reason"], epochs=len(history), steps=history[-1]["step"],
+                         images_per_s=rec["images_per_s"])
+
+    def body(ctx: runner.JobContext) -> dict[str, float]:
+        for h in history:
+            ctx.run.log_metrics({k: v for k, v in h.items() if k != "step"}, step=h["step"])
+        final = summary_metrics(result) | {"wall_time": rec["wall_time"]}
+        ctx.run.log_metrics(final, step=result.steps)
+        return final
+
+    name = run_name(rec["model"], rec["kind"], rec["level"], s | {"dropout": 0.0}, rec["seed"])
+    tags = {"device": rec["device"], "torch": rec["torch"], "imported_from": source, "model": rec["model"],
+            "corruption": f"{rec['kind']}@{rec['level']:g}", "stop_reason": rec["stop_reason"]}
+    return runner.run_job(spec, lambda: runner.Plan(name, body, params, tags))
 
 
 def main() -> None:
@@ -64,10 +65,9 @@ def main() -> None:
     ap.add_argument("--experiment", default="rethink")
     args = ap.parse_args()
     uri = args.tracking_uri or track.default_tracking_uri()
-    exp = track.ensure_experiment(uri, args.experiment)
     for path in sorted(Path(args.folder).glob("*.json")):
-        run_id = import_record(uri, exp, json.loads(path.read_text()), str(path))
-        print(f"{path.name}: {'imported as ' + run_id if run_id else 'already imported'}")
+        done = import_record(uri, args.experiment, json.loads(path.read_text()), str(path))
+        print(f"{path.name}: {'imported' if done is not None else 'already imported'}")
 
 
 if __name__ == "__main__":

@@ -48,11 +48,7 @@ FIG1A_CURVES = [("labels", 0.0, "true labels"), ("labels", 1.0, "random labels")
 
 def load_runs(uri: str, experiment: str = "rethink", scale: str | None = None) -> pd.DataFrame:
     """FINISHED CIFAR-10 runs as one row each, with typed columns the tables and figures need."""
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    raw = mlflow.search_runs(experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'",
-                             output_format="pandas")
+    raw = track.runs_frame(uri, experiment, "attributes.status = 'FINISHED'")
     if raw.empty:
         return raw
     p = lambda k, default=None: raw.get(f"params.{k}", pd.Series(default, index=raw.index))  # noqa: E731
@@ -176,10 +172,8 @@ def fig1c(f1: pd.DataFrame) -> plt.Figure:
 
 
 def _history(uri: str, run_id: str, key: str) -> pd.DataFrame:
-    import mlflow
-
-    hist = mlflow.MlflowClient(uri).get_metric_history(run_id, key)
-    return pd.DataFrame({"step": [h.step for h in hist], "value": [h.value for h in hist]}).sort_values("step")
+    hist = track.metric_history(uri, run_id, key)
+    return pd.DataFrame({"step": [s for s, _ in hist], "value": [v for _, v in hist]}).sort_values("step")
 
 
 def fig1a(df: pd.DataFrame, uri: str) -> plt.Figure | None:
@@ -313,7 +307,7 @@ def log_report(uri: str, files: list[Path], name: str) -> str:
     exp = track.ensure_experiment(uri, "rethink-reports")
     with track.start_run(uri, exp, f"report-{name}", {"kind": "report"}) as run:
         for f in files:
-            run.client.log_artifact(run.run_id, str(f))
+            run.log_artifact(f)
     return run.run_id
 
 

@@ -168,7 +168,7 @@ def test_diverging_job_fails_with_reason_parent_counts_it_and_the_sweep_goes_on(
 
 
 def test_running_runs_are_stale_only_when_their_process_is_gone(tmp_path):
-    from rethink import track
+    from rethink import lifecycle, track
 
     uri = sqlite_uri(tmp_path)
     exp = track.ensure_experiment(uri, "rethink")
@@ -177,14 +177,14 @@ def test_running_runs_are_stale_only_when_their_process_is_gone(tmp_path):
     gone.wait()
     dead = f"{socket.gethostname()}:{gone.pid}:1"
     ids = {name: c.create_run(exp, tags={"config_hash": "abc", "process": p}).info.run_id
-           for name, p in [("live", track.process_id()), ("dead", dead), ("elsewhere", "other-host:1:1")]}
-    runs = {r.info.run_id: r for r in track.unfinished_runs(uri, exp, "abc")}
-    assert not track.is_stale(runs[ids["live"]]) and track.is_stale(runs[ids["dead"]])
-    assert track.is_stale(runs[ids["elsewhere"]])  # another host: cannot check, taken as gone
-    assert track.process_alive(track.process_id()) is True
+           for name, p in [("live", lifecycle.process_id()), ("dead", dead), ("elsewhere", "other-host:1:1")]}
+    runs = {r.info.run_id: r for r in lifecycle.unfinished_runs(uri, exp, "abc")}
+    assert not lifecycle.is_stale(runs[ids["live"]]) and lifecycle.is_stale(runs[ids["dead"]])
+    assert lifecycle.is_stale(runs[ids["elsewhere"]])  # another host: cannot check, taken as gone
+    assert lifecycle.process_alive(lifecycle.process_id()) is True
     # A new sweep ends the parent runs of sweeps whose launching process died: KILLED, with the reason.
     old = c.create_run(exp, tags={"kind": "sweep", "process": dead}).info.run_id
-    new = track.open_sweep(uri, exp, "multirun/x", {})
+    new = lifecycle.open_sweep(uri, exp, "multirun/x", {})
     assert c.get_run(old).info.status == "KILLED" and "died" in c.get_run(old).data.tags["failure_reason"]
     assert c.get_run(new).info.status == "RUNNING" and c.get_run(new).info.run_name == "sweep-multirun/x"
 

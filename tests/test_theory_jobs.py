@@ -9,7 +9,7 @@ from conftest import run_cli, search_runs
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from rethink import track
+from rethink import identity
 from rethink.errors import RethinkError
 from rethink.theory import jobs
 
@@ -133,8 +133,8 @@ def test_task_group_left_the_identity_of_training_jobs_unchanged():
         without = cfg.copy()
         with open_dict(without):
             del without["task"]  # the config as it was before the task group existed
-        assert track.config_hash(cfg) == track.config_hash(without)
-    assert track.config_hash(composed()) != track.config_hash(composed("seed=1"))
+        assert identity.config_hash(cfg) == identity.config_hash(without)
+    assert identity.config_hash(composed()) != identity.config_hash(composed("seed=1"))
 
 
 def test_theory_identity_is_the_task_node_without_device_or_threads():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rethink import plots, track
 from rethink.errors import RethinkError
+from rethink.identity import flatten, task_hash
 
 log = logging.getLogger("rethink")
 
@@ -124,8 +124,7 @@ def validate(task: DictConfig) -> dict[str, Any]:
 
 def identity(task: DictConfig) -> str:
     """The job's config hash: its task node, less the keys that do not change results."""
-    node = {k: v for k, v in OmegaConf.to_container(task, resolve=True).items() if k not in NON_IDENTITY}
-    return track.config_hash(OmegaConf.create({"task": node}))
+    return task_hash(task, NON_IDENTITY)
 
 
 def run_name(opts: dict[str, Any]) -> str:
@@ -141,10 +140,10 @@ def run_name(opts: dict[str, Any]) -> str:
 
 
 def data_root(cfg: DictConfig) -> tuple[str, bool]:
-    """The data root (dataset.root, i.e. $RETHINK_DATA or ./data) and whether downloads are allowed."""
+    """The data root (dataset.root, else paths.data: $RETHINK_DATA or ./data) and whether downloads are allowed."""
     if OmegaConf.select(cfg, "dataset.name") in ("cifar10", "mnist"):
         return str(cfg.dataset.root), bool(cfg.dataset.download)
-    return os.environ.get("RETHINK_DATA", "data"), True  # an imagefolder root holds neither data set
+    return str(cfg.paths.data), True  # an imagefolder root holds neither data set
 
 
 def load_images(cfg: DictConfig, opts: dict[str, Any]):
@@ -390,51 +389,37 @@ RUNNERS = {"expressivity": expressivity, "kernel": kernel, "minnorm": minnorm}
 # --- the job ---
 
 
-def log_history(job: track.JobRun, history: dict[str, list[float]]) -> None:
-    """Per-step metrics in batches of up to 1000 values (one write per step would be slow)."""
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    batch = [Metric(k, float(v), now, step) for k, values in history.items()
-             for step, v in enumerate(values) if math.isfinite(float(v))]
-    for i in range(0, len(batch), 1000):
-        track.retry(lambda chunk=batch[i : i + 1000]: job.client.log_batch(job.run_id, metrics=chunk), what="log metrics")
-
-
 def run(cfg: DictConfig) -> dict[str, float]:
     """Run one theory job and return its metrics (skipped if an identical job already FINISHED)."""
-    from rethink.job import hydra_context
+    from rethink import runner
 
     opts = validate(cfg.task)
-    hctx = hydra_context()
-    uri = track.tracking_uri(cfg)
-    ident = identity(cfg.task)
-    name = run_name(opts)
     experiment = f"{cfg.mlflow.experiment}{EXPERIMENT_SUFFIX}"
-    compute, info = RUNNERS[opts["name"]](cfg, opts)  # loads and checks the data: no run yet
-    experiment_id = track.ensure_experiment(uri, experiment)
-    if not cfg.rerun and (done := track.find_finished(uri, experiment_id, ident)):
-        log.info("skip: an identical job (config %s) already FINISHED as run %s in experiment %r; rerun=true "
-                 "runs it again", ident, done["run_id"], experiment)
-        return done["metrics"]
+    spec = runner.JobSpec(uri=track.tracking_uri(cfg), experiment=experiment, identity=identity(cfg.task),
+                          rerun=bool(cfg.rerun))
 
-    tags = {"config_hash": ident, "git_commit": track.git_commit(), "device": info["device"], "task": opts["name"],
-            "sweep_dir": hctx.get("sweep_dir", ""), "job_num": hctx.get("job_num", 0),
-            "overrides": " ".join(hctx.get("overrides", [])), "torch": torch.__version__, "numpy": np.__version__}
-    params = {f"task.{k}": v for k, v in track.flatten(cfg.task).items()} | {"mlflow.experiment": experiment}
-    log.info("%s: MLflow experiment %r", name, experiment)
+    def prepare() -> runner.Plan:
+        compute, info = RUNNERS[opts["name"]](cfg, opts)  # loads and checks the data: no run yet
+        name = run_name(opts)
+        log.info("%s: MLflow experiment %r", name, experiment)
+        tags = {"device": info["device"], "task": opts["name"], "torch": torch.__version__, "numpy": np.__version__}
+        params = {f"task.{k}": v for k, v in flatten(cfg.task).items()} | {"mlflow.experiment": experiment}
+        return runner.Plan(name, lambda ctx: body(ctx, name, compute, opts), params, tags,
+                           {"config.yaml": OmegaConf.to_container(cfg.task, resolve=True)})
+
+    return runner.run_job(spec, prepare)
+
+
+def body(ctx, name: str, compute: Callable[[], Outcome], opts: dict[str, Any]) -> dict[str, float]:
+    """Compute, then log the trace, the metrics, results.json and the figures."""
     t0 = time.perf_counter()
-    with track.start_run(uri, experiment_id, name, tags) as job:
-        job.log_params(params)
-        job.log_dict(OmegaConf.to_container(cfg.task, resolve=True), "config.yaml")
-        out = compute()
-        out.metrics["wall_time"] = time.perf_counter() - t0
-        if out.history:
-            log_history(job, out.history)
-        job.log_metrics(out.metrics, step=max((len(v) - 1 for v in out.history.values()), default=0))
-        job.log_dict({"task": opts, "metrics": out.metrics, **out.results}, "results.json")
-        for path, fig in out.figures.items():
-            job.log_figure(fig, path)
-            plots.close(fig)
-    log.info("%s: FINISHED in %.1fs", name, out.metrics["wall_time"])
+    out = compute()
+    out.metrics["wall_time"] = time.perf_counter() - t0
+    ctx.run.log_series(out.history)
+    ctx.run.log_metrics(out.metrics, step=max((len(v) - 1 for v in out.history.values()), default=0))
+    ctx.run.log_dict({"task": opts, "metrics": out.metrics, **out.results}, "results.json")
+    for path, fig in out.figures.items():
+        ctx.run.log_figure(fig, path)
+        plots.close(fig)
+    ctx.summary = f"{name}: FINISHED in {out.metrics['wall_time']:.1f}s"
     return {k: float(v) for k, v in out.metrics.items()}

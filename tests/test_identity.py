@@ -1,0 +1,82 @@
+"""A job's identity must not move: a changed hash would silently retrain every FINISHED job.
+
+The hashes below were computed by the code before the architecture change (identity in
+rethink/track.py, 2026-11-28) for composed configs and for the committed imported GPU records.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from rethink import identity
+from rethink.importer import params_of
+from rethink.theory.jobs import identity as theory_identity
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINING = {
+    "": "6250a1a76185a9c4",
+    "corruption=labels corruption.level=0.2": "af51637080bcc170",
+    "corruption=0.2": "af51637080bcc170",  # the CLI shorthand, normalized by rethink.__main__
+    "corruption=labels corruption.level=1.0": "b3e85b2b3bbfe373",
+    "corruption=random_labels": "b3e85b2b3bbfe373",
+    "model=alexnet corruption=random_pixels": "ccb3fb60ccd9cd7a",
+    "model=inception scale=paper": "78fb7921d2bd2ba1",
+    "model=inception_nobn corruption=gaussian regularizer=[weight_decay,random_crop]": "41996c251f316628",
+    "model=mlp_3x512 corruption=shuffled_pixels seed=3": "208b3d9750a46a7d",
+    "row=t1_alexnet_crop_wd scale=paper": "137dac4489454360",
+    "dataset=mnist regularizer=dropout": "852da5506fedaf78",
+    "regularizer=augment trainer.max_epochs=7": "916246ca8870311b",
+    "dataset=imagefolder dataset.root=/x dataset.num_classes=3 dataset.input_shape=[3,16,16]": "7ca9b750d25747ef",
+    # keys that do not change results leave the identity alone
+    "trainer.device=cpu trainer.eval_batch_size=64 trainer.checkpoint_every=2 rerun=true": "6250a1a76185a9c4",
+    "mlflow.experiment=other paths.checkpoints=/tmp/ck": "6250a1a76185a9c4",
+}
+THEORY = {
+    "task=kernel": "5de95f10427325ce",
+    "task=kernel task.device=cpu task.threads=1": "5de95f10427325ce",
+    "task=expressivity task.data=gaussian": "a8dc39ca6433beaf",
+    "task=minnorm task.start=random": "e81c8b53e7b8defd",
+}
+IMPORTED = {
+    "alexnet-labels0-none-s0.json": "f9654106d242cedc",
+    "inception-labels0-none-s0.json": "5a5a916d9ce2089a",
+    "mlp_1x512-labels0-none-s0.json": "de74c6e6714b5b48",
+    "mlp_1x512-labels0.5-none-s0.json": "110e73d2b5a89b1a",
+    "mlp_1x512-labels1-none-s0.json": "c7f11809222c3c76",
+}
+
+
+def composed(overrides: str):
+    from rethink.__main__ import normalize_argv
+
+    with initialize_config_dir(config_dir=str(REPO / "rethink" / "conf"), version_base="1.3"):
+        return compose("config", overrides=normalize_argv(overrides.split()))
+
+
+@pytest.fixture(autouse=True)
+def default_data_root(monkeypatch):
+    monkeypatch.delenv("RETHINK_DATA", raising=False)  # dataset.root = "data", as when the hashes were taken
+
+
+@pytest.mark.parametrize("overrides, expected", TRAINING.items())
+def test_training_identity_is_pinned(overrides, expected):
+    assert identity.config_hash(composed(overrides)) == expected
+
+
+@pytest.mark.parametrize("overrides, expected", THEORY.items())
+def test_theory_identity_is_pinned(overrides, expected):
+    assert theory_identity(composed(overrides).task) == expected
+
+
+@pytest.mark.parametrize("name, expected", IMPORTED.items())
+def test_imported_record_identity_is_pinned(name, expected):
+    rec = json.loads((REPO / "docs/results/gpu-h200/paper_runs" / name).read_text())
+    assert identity.hash_values(params_of(rec)) == expected
+
+
+def test_identity_changes_with_what_a_job_computes():
+    base = identity.config_hash(composed(""))
+    for overrides in ("seed=1", "trainer.lr=0.02", "corruption=0.5", "dataset.train_size=1000", "regularizer=weight_decay"):
+        assert identity.config_hash(composed(overrides)) != base, overrides
