@@ -17,11 +17,11 @@ from rethink.corrupt import Corruption
 from rethink.data import DatasetSpec
 from rethink.errors import RethinkError
 from rethink.models import count_params
+from rethink.runtime import resolve_runtime
 from rethink.train import (
     FIT_THRESHOLDS,
     TrainSettings,
     load_checkpoint,
-    resolve_device,
     save_checkpoint,
     train,
 )
@@ -118,17 +118,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
     corrupted = corruption.apply(data)
     torch.manual_seed(int(cfg.seed))
     model = build(cfg.model.net)
-    device = resolve_device(settings.device, int(hctx.get("job_num", 0)))
-    settings.device = str(device)
+    runtime = resolve_runtime(settings, model, int(hctx.get("job_num", 0)))
+    settings.device = str(runtime.device)
     name = run_name(cfg, hctx.get("choices", {}))
     log.info("%s: %d training / %d test images, %d params, %s, %.0f%% of training examples changed by %s",
-             name, len(corrupted.train_y), len(corrupted.test_y), count_params(model), device,
+             name, len(corrupted.train_y), len(corrupted.test_y), count_params(model), runtime.device,
              100 * float(corrupted.changed.float().mean()), corruption.kind)
     if hctx.get("choices", {}).get("scale") == "cpu":
         log.info("scale=cpu (reduced): a stratified subset of the training set and the paper's per-step LR "
                  "schedule; add scale=paper for the full data set and per-epoch decay")
 
-    tags = {"config_hash": identity, "git_commit": track.git_commit(), "device": str(device),
+    tags = {"config_hash": identity, "git_commit": track.git_commit(), "device": str(runtime.device),
             "model": cfg.model.name, "corruption": f"{corruption.kind}@{corruption.level:g}",
             "sweep_dir": hctx.get("sweep_dir", ""), "job_num": hctx.get("job_num", 0),
             "overrides": " ".join(hctx.get("overrides", [])), "torch": torch.__version__}
@@ -159,7 +159,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             save_checkpoint(ckpt_file, st | {"run_id": job.run_id, "config_hash": identity,
                                              "wall_time": prior_wall + time.perf_counter() - t0})
 
-        result = train(model, corrupted, settings, on_epoch, on_checkpoint, resume=state)
+        result = train(model, corrupted, settings, on_epoch, on_checkpoint, resume=state, runtime=runtime)
         final: dict[str, float] = {"wall_time": prior_wall + time.perf_counter() - t0, "train_time": result.train_time,
                                    "images_per_s": result.images_per_s, "epochs": result.epochs, "steps": result.steps,
                                    "tracking_seconds": job.log_seconds,

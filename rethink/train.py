@@ -7,7 +7,6 @@ stops when that accuracy reaches the target (the "fit"), on a stall, or at `max_
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -23,6 +22,7 @@ from torch import Tensor, nn
 from rethink.corrupt import CorruptedData
 from rethink.errors import DivergenceError, RethinkError
 from rethink.preprocess import Preprocess
+from rethink.runtime import Runtime, resolve_runtime
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +97,6 @@ class TrainResult:
     images_per_s: float = 0.0
 
 
-def resolve_device(name: str, job_num: int = 0) -> torch.device:
-    """auto -> cuda when available, else cpu. On a node with several GPUs, parallel jobs are spread
-    over them: job `job_num` gets GPU `job_num mod count`."""
-    if name == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        n = torch.cuda.device_count()
-        return torch.device(f"cuda:{job_num % n}" if n > 1 else "cuda")
-    return torch.device(name)
-
-
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,28 +146,20 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, autocast) 
 
 def train(model: nn.Module, data: CorruptedData, s: TrainSettings,
           on_epoch: Callable[[dict], None] | None = None,
-          on_checkpoint: Callable[[dict], None] | None = None, resume: dict | None = None) -> TrainResult:
+          on_checkpoint: Callable[[dict], None] | None = None, resume: dict | None = None,
+          runtime: Runtime | None = None) -> TrainResult:
     """Train `model` on `data` with SGD + momentum and the paper's x0.95 LR decay; see module doc.
 
     Every `s.checkpoint_every` epochs `on_checkpoint` gets the full training state (model,
     optimizer, epoch/step, which sets the LR schedule, the RNG states, the history so far);
     `resume` = such a state continues from the epoch after it, as if never interrupted.
+    `runtime` defaults to `resolve_runtime(s, model)`.
     """
     t_start = time.perf_counter()
-    device = resolve_device(s.device)
-    on_cuda = device.type == "cuda"
-    if on_cuda and device.index is not None:
-        torch.cuda.set_device(device)
-    is_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    # Measured (docs/performance.md): channels_last speeds the conv nets up on CPU too (+15-40%), and
-    # on CPU the conv nets evaluate ~2x faster in batches of 128 than of 1024 (cache); MLPs and CUDA prefer 1024.
-    channels_last = is_conv if s.channels_last == "auto" else bool(s.channels_last)
-    eval_batch = (128 if is_conv and not on_cuda else 1024) if s.eval_batch_size == "auto" else s.eval_batch_size
-    use_amp = on_cuda if s.amp == "auto" else bool(s.amp)
-    mem = torch.channels_last if channels_last else torch.contiguous_format
-    if on_cuda:
-        torch.backends.cudnn.benchmark = True
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+    rt = runtime if runtime is not None else resolve_runtime(s, model)
+    rt.activate()
+    device, on_cuda, mem, eval_batch = rt.device, rt.on_cuda, rt.memory_format, rt.eval_batch_size
+    autocast = rt.autocast
 
     model = model.to(device, memory_format=mem)
     fwd = torch.compile(model) if s.compile else model
