@@ -33,7 +33,7 @@ def params_of(rec: dict) -> dict:
 def import_record(uri: str, experiment: str, rec: dict, source: str) -> dict[str, float] | None:
     """Log one record as a run through the job skeleton; None when it was imported before."""
     from rethink.job import run_name, summary_metrics
-    from rethink.train import TrainResult
+    from rethink.progress import TrainResult
 
     params = params_of(rec)
     spec = runner.JobSpec(uri=uri, experiment=experiment, identity=hash_values(params))

@@ -54,7 +54,7 @@ def run_name(model: str, kind: str, level: float, regularizer: dict[str, Any], s
 
 def summary_metrics(result) -> dict[str, float]:
     """A finished training's summary: epochs, steps, the fit and the steps to 99 % / 99.9 %."""
-    from rethink.train import FIT_THRESHOLDS
+    from rethink.progress import FIT_THRESHOLDS
 
     out: dict[str, float] = {"epochs": result.epochs, "steps": result.steps, "images_per_s": result.images_per_s}
     if result.fit_epoch is not None:
@@ -80,18 +80,18 @@ def run(cfg: DictConfig) -> dict[str, float]:
         import torch
 
         from rethink.models import count_params
-        from rethink.train import resolve_device
+        from rethink.runtime import resolve_runtime
 
         t0 = time.perf_counter()
         corrupted = corruption.apply(dataset.load())
         torch.manual_seed(int(cfg.seed))
         model = build(cfg.model.net)
         hctx = runner.hydra_context()
-        device = resolve_device(settings.device, int(hctx.get("job_num", 0)))
-        settings.device = str(device)
+        runtime = resolve_runtime(settings, model, int(hctx.get("job_num", 0)))
+        settings.device = str(runtime.device)
         name = run_name(cfg.model.name, corruption.kind, corruption.level, cfg.regularizer, cfg.seed)
         log.info("%s: %d training / %d test images, %d params, %s, %.0f%% of training examples changed by %s",
-                 name, len(corrupted.train_y), len(corrupted.test_y), count_params(model), device,
+                 name, len(corrupted.train_y), len(corrupted.test_y), count_params(model), runtime.device,
                  100 * float(corrupted.changed.float().mean()), corruption.kind)
         if hctx.get("choices", {}).get("scale") == "cpu":
             log.info("scale=cpu (reduced): a stratified subset of the training set and the paper's per-step LR "
@@ -99,17 +99,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
         params = identity.flatten(cfg) | {"num_params": count_params(model), "train_examples": len(corrupted.train_y),
                                           "test_examples": len(corrupted.test_y)}
         params |= {f"choice.{k}": v for k, v in hctx.get("choices", {}).items()}
-        tags = {"device": str(device), "model": cfg.model.name, "corruption": f"{corruption.kind}@{corruption.level:g}",
+        tags = {"device": str(runtime.device), "model": cfg.model.name, "corruption": f"{corruption.kind}@{corruption.level:g}",
                 "torch": torch.__version__}
         artifacts = {"config.yaml": OmegaConf.to_container(cfg, resolve=True),
                      "overrides.yaml": {"overrides": hctx.get("overrides", []), "choices": hctx.get("choices", {})}}
-        return runner.Plan(name, lambda ctx: train_body(ctx, name, model, corrupted, settings, t0), params, tags,
-                           artifacts)
+        return runner.Plan(name, lambda ctx: train_body(ctx, name, model, corrupted, settings, runtime, t0),
+                           params, tags, artifacts)
 
     return runner.run_job(spec, prepare)
 
 
-def train_body(ctx: runner.JobContext, name: str, model, corrupted, settings, t0: float) -> dict[str, float]:
+def train_body(ctx: runner.JobContext, name: str, model, corrupted, settings, runtime, t0: float) -> dict[str, float]:
     """Train, logging each epoch (metrics and a table row) and checkpointing; then the summary."""
     from rethink import plots
     from rethink.train import train
@@ -125,7 +125,7 @@ def train_body(ctx: runner.JobContext, name: str, model, corrupted, settings, t0
     def on_checkpoint(st: dict) -> None:
         ctx.save_checkpoint(st | {"wall_time": prior_wall + time.perf_counter() - t0})
 
-    result = train(model, corrupted, settings, on_epoch, on_checkpoint, resume=state)
+    result = train(model, corrupted, settings, on_epoch, on_checkpoint, resume=state, runtime=runtime)
     final = summary_metrics(result) | {"wall_time": prior_wall + time.perf_counter() - t0,
                                        "train_time": result.train_time, "tracking_seconds": job.log_seconds}
     job.log_metrics(final, step=result.steps)

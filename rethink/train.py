@@ -8,13 +8,10 @@ stops when that accuracy reaches the target (the "fit"), on a stall, or at `max_
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
-import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +20,14 @@ from torch import Tensor, nn
 from rethink.corrupt import CorruptedData
 from rethink.errors import DivergenceError, RethinkError
 from rethink.preprocess import Preprocess
-
-log = logging.getLogger(__name__)
-
-FIT_THRESHOLDS = (0.99, 0.999)  # also logged, whatever the target: the paper's 100% is a plateau
+from rethink.progress import (
+    LoopState,
+    StoppingRule,
+    TrainResult,
+    checkpoint_state,
+    restore_checkpoint,
+)
+from rethink.runtime import Runtime, resolve_runtime
 
 
 @dataclass
@@ -81,55 +82,6 @@ class TrainSettings:
             raise RethinkError(f"trainer.device={self.device} but no CUDA device is available: use auto or cpu")
 
 
-@dataclass
-class TrainResult:
-    """What a finished training run reports."""
-
-    history: list[dict] = field(default_factory=list)
-    fit_epoch: int | None = None
-    fit_step: int | None = None
-    reached: dict = field(default_factory=dict)  # threshold -> (epoch, step)
-    stop_reason: str = "max_epochs"
-    epochs: int = 0
-    steps: int = 0
-    wall_time: float = 0.0
-    train_time: float = 0.0
-    images_per_s: float = 0.0
-
-
-def resolve_device(name: str, job_num: int = 0) -> torch.device:
-    """auto -> cuda when available, else cpu. On a node with several GPUs, parallel jobs are spread
-    over them: job `job_num` gets GPU `job_num mod count`."""
-    if name == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        n = torch.cuda.device_count()
-        return torch.device(f"cuda:{job_num % n}" if n > 1 else "cuda")
-    return torch.device(name)
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict | None:
-    """A checkpoint written by `save_checkpoint`, or None when there is none (or it is unreadable)."""
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a corrupt file must not stop the job: it trains from the start instead
-        log.warning("ignoring unreadable checkpoint %s: %s", path, e)
-        return None
-
-
 def param_groups(model: nn.Module, weight_decay: float, on: str) -> list[dict]:
     """Weight decay on conv/linear kernels only (`weights`) or on every parameter (`all`)."""
     if on == "all":
@@ -139,8 +91,37 @@ def param_groups(model: nn.Module, weight_decay: float, on: str) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
+def lr_at(step: int, base_lr: float, decay: float, period: int) -> float:
+    """The learning rate of step `step` (counted from 0): `base_lr` times `decay` per `period` steps."""
+    return base_lr * decay ** (step // period)
+
+
+@dataclass
+class DeviceData:
+    """The data set on the training device, images preprocessed once for evaluation."""
+
+    train_raw: Tensor
+    train_ready: Tensor
+    train_y: Tensor
+    true_y: Tensor
+    changed: Tensor
+    test_ready: Tensor
+    test_y: Tensor
+
+
+def stage_data(data: CorruptedData, pre: Preprocess, rt: Runtime) -> DeviceData:
+    """Move `data` to the device in the runtime's memory format."""
+    train_raw = data.train_x.to(rt.device)
+    # Without augmentation the preprocessed images never change: compute them once.
+    return DeviceData(train_raw, pre.test_all(train_raw).contiguous(memory_format=rt.memory_format),
+                      data.train_y.to(rt.device), data.true_train_y.to(rt.device), data.changed.to(rt.device),
+                      pre.test_all(data.test_x.to(rt.device)).contiguous(memory_format=rt.memory_format),
+                      data.test_y.to(rt.device))
+
+
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, autocast) -> tuple[Tensor, Tensor]:
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int,
+             autocast: Callable[[], contextlib.AbstractContextManager]) -> tuple[Tensor, Tensor]:
     """Per-example predicted class and the summed loss on preprocessed images, in eval mode, batched."""
     was_training = model.training
     model.eval()
@@ -155,147 +136,115 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, autocast) 
     return torch.cat(preds), loss
 
 
+def epoch_statistics(epoch: int, step: int, lr: float, running_loss: float, running_acc: float,
+                     train_eval: tuple[Tensor, Tensor], test_eval: tuple[Tensor, Tensor],
+                     d: DeviceData, t0: float) -> dict:
+    """The epoch's record from the running sums and the `evaluate` results on both sets;
+    `epoch_time` runs from `t0` to after the reads (the host syncs) here."""
+    (train_pred, train_loss), (test_pred, test_loss) = train_eval, test_eval
+    train_ok, test_ok = train_pred == d.train_y, test_pred == d.test_y
+    n, changed = len(d.train_y), d.changed
+    stats = {
+        "epoch": epoch, "step": step, "lr": lr,
+        "train/loss": running_loss,
+        "train/running_acc": running_acc,
+        "train/acc": float(train_ok.float().mean()),
+        "train/eval_loss": float(train_loss) / n,
+        "test/loss": float(test_loss) / len(d.test_y),
+        "test/acc": float(test_ok.float().mean()),
+        "epoch_time": time.perf_counter() - t0,
+    }
+    stats["generalization_gap"] = stats["train/acc"] - stats["test/acc"]
+    if changed.any():
+        stats["train/acc_corrupted"] = float(train_ok[changed].float().mean())
+        # Arpit et al.: does the net still predict the TRUE class of the examples it was lied to about?
+        stats["train/acc_corrupted_true_label"] = float((train_pred[changed] == d.true_y[changed]).float().mean())
+        if (~changed).any():
+            stats["train/acc_clean"] = float(train_ok[~changed].float().mean())
+    return stats
+
+
+def train_epoch(fwd: nn.Module, opt: torch.optim.Optimizer, pre: Preprocess, d: DeviceData,
+                gen: torch.Generator, rt: Runtime, s: TrainSettings, step: int,
+                period: int) -> tuple[Tensor, Tensor, float, int]:
+    """One pass over a fresh permutation: the summed loss and hits (on the device, unread), the
+    epoch's last LR and the step count after it."""
+    n = len(d.train_y)
+    perm = torch.randperm(n, device=rt.device, generator=gen)
+    loss_sum = torch.zeros((), device=rt.device)
+    hits = torch.zeros((), device=rt.device, dtype=torch.long)
+    lr = lr_at(step, s.lr, s.lr_decay, period)
+    for i in range(0, n, s.batch_size):
+        new_lr = lr_at(step, s.lr, s.lr_decay, period)
+        if new_lr != lr or i == 0:
+            lr = new_lr
+            for g in opt.param_groups:
+                g["lr"] = lr
+        idx = perm[i : i + s.batch_size]
+        xb = pre.train(d.train_raw[idx], gen).contiguous(memory_format=rt.memory_format) if pre.augments else d.train_ready[idx]
+        yb = d.train_y[idx]
+        with rt.autocast():
+            out = fwd(xb)
+            loss = F.cross_entropy(out.float(), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach() * len(idx)
+        hits += (out.detach().argmax(1) == yb).sum()
+        step += 1
+    return loss_sum, hits, lr, step
+
+
 def train(model: nn.Module, data: CorruptedData, s: TrainSettings,
           on_epoch: Callable[[dict], None] | None = None,
-          on_checkpoint: Callable[[dict], None] | None = None, resume: dict | None = None) -> TrainResult:
+          on_checkpoint: Callable[[dict], None] | None = None, resume: dict | None = None,
+          runtime: Runtime | None = None) -> TrainResult:
     """Train `model` on `data` with SGD + momentum and the paper's x0.95 LR decay; see module doc.
 
     Every `s.checkpoint_every` epochs `on_checkpoint` gets the full training state (model,
     optimizer, epoch/step, which sets the LR schedule, the RNG states, the history so far);
     `resume` = such a state continues from the epoch after it, as if never interrupted.
+    `runtime` defaults to `resolve_runtime(s, model)`.
     """
     t_start = time.perf_counter()
-    device = resolve_device(s.device)
-    on_cuda = device.type == "cuda"
-    if on_cuda and device.index is not None:
-        torch.cuda.set_device(device)
-    is_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    # Measured (docs/performance.md): channels_last speeds the conv nets up on CPU too (+15-40%), and
-    # on CPU the conv nets evaluate ~2x faster in batches of 128 than of 1024 (cache); MLPs and CUDA prefer 1024.
-    channels_last = is_conv if s.channels_last == "auto" else bool(s.channels_last)
-    eval_batch = (128 if is_conv and not on_cuda else 1024) if s.eval_batch_size == "auto" else s.eval_batch_size
-    use_amp = on_cuda if s.amp == "auto" else bool(s.amp)
-    mem = torch.channels_last if channels_last else torch.contiguous_format
-    if on_cuda:
-        torch.backends.cudnn.benchmark = True
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
-
-    model = model.to(device, memory_format=mem)
+    rt = runtime if runtime is not None else resolve_runtime(s, model)
+    rt.activate()
+    model = model.to(rt.device, memory_format=rt.memory_format)
     fwd = torch.compile(model) if s.compile else model
     opt = torch.optim.SGD(param_groups(model, s.weight_decay, s.weight_decay_on), lr=s.lr, momentum=s.momentum)
     pre = Preprocess(s.crop_size, s.random_crop, s.flip)
-    gen = torch.Generator(device=device).manual_seed(s.seed + 1)
-
-    train_raw = data.train_x.to(device)
-    train_y, test_y = data.train_y.to(device), data.test_y.to(device)
-    true_y, changed = data.true_train_y.to(device), data.changed.to(device)
-    # Without augmentation the preprocessed images never change: compute them once.
-    train_ready = pre.test_all(train_raw).contiguous(memory_format=mem)
-    test_ready = pre.test_all(data.test_x.to(device)).contiguous(memory_format=mem)
-
-    n = len(train_y)
-    steps_per_epoch = math.ceil(n / s.batch_size)
-    period = s.lr_decay_period or steps_per_epoch
-    res = TrainResult()
-    best_acc, best_epoch, step = -1.0, 0, 0
-    t_train = 0.0
-    start = 1
-    if resume:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        torch.set_rng_state(resume["cpu_rng_state"])
-        if resume["device_type"] == device.type:
-            gen.set_state(resume["gen_state"])
-            if on_cuda:
-                torch.cuda.set_rng_state(resume["cuda_rng_state"], device)
-        else:  # a CPU generator's state does not fit a CUDA one: same model, other data order from here
-            log.warning("resuming a %s checkpoint on %s: data order differs from an uninterrupted run",
-                        resume["device_type"], device.type)
-        res = TrainResult(**resume["result"])
-        best_acc, best_epoch, step, t_train = resume["best_acc"], resume["best_epoch"], resume["step"], resume["train_time"]
-        start = resume["epoch"] + 1
+    gen = torch.Generator(device=rt.device).manual_seed(s.seed + 1)
+    d = stage_data(data, pre, rt)
+    n = len(d.train_y)
+    period = s.lr_decay_period or math.ceil(n / s.batch_size)
+    stop = StoppingRule(s.target_train_acc, s.stop_at_target, s.patience)
+    st = restore_checkpoint(resume, model, opt, gen, rt.device, stop) if resume else LoopState(stop)
     model.train()
-    for epoch in range(start, s.max_epochs + 1):
+    for epoch in range(st.epoch + 1, s.max_epochs + 1):
         t0 = time.perf_counter()
-        perm = torch.randperm(n, device=device, generator=gen)
-        loss_sum = torch.zeros((), device=device)
-        hits = torch.zeros((), device=device, dtype=torch.long)
-        lr = s.lr * s.lr_decay ** (step // period)
-        for i in range(0, n, s.batch_size):
-            new_lr = s.lr * s.lr_decay ** (step // period)
-            if new_lr != lr or i == 0:
-                lr = new_lr
-                for g in opt.param_groups:
-                    g["lr"] = lr
-            idx = perm[i : i + s.batch_size]
-            xb = pre.train(train_raw[idx], gen).contiguous(memory_format=mem) if pre.augments else train_ready[idx]
-            yb = train_y[idx]
-            with autocast():
-                out = fwd(xb)
-                loss = F.cross_entropy(out.float(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach() * len(idx)
-            hits += (out.detach().argmax(1) == yb).sum()
-            step += 1
-        if on_cuda:
+        loss_sum, hits, lr, st.step = train_epoch(fwd, opt, pre, d, gen, rt, s, st.step, period)
+        if rt.on_cuda:
             torch.cuda.synchronize()
-        t_train += time.perf_counter() - t0
+        st.train_time += time.perf_counter() - t0
 
-        train_pred, train_loss = evaluate(fwd, train_ready, train_y, eval_batch, autocast)
-        test_pred, test_loss = evaluate(fwd, test_ready, test_y, eval_batch, autocast)
-        train_ok, test_ok = train_pred == train_y, test_pred == test_y
-        running_loss = float(loss_sum) / n  # the one host sync of the epoch (with the lines below)
+        train_eval = evaluate(fwd, d.train_ready, d.train_y, rt.eval_batch_size, rt.autocast)
+        test_eval = evaluate(fwd, d.test_ready, d.test_y, rt.eval_batch_size, rt.autocast)
+        running_loss = float(loss_sum) / n  # the one host sync of the epoch (with the statistics)
         if not math.isfinite(running_loss):
             raise DivergenceError(f"training diverged: loss is {running_loss} at epoch {epoch} (lr={lr:.4g})")
-        stats = {
-            "epoch": epoch, "step": step, "lr": lr,
-            "train/loss": running_loss,
-            "train/running_acc": float(hits) / n,
-            "train/acc": float(train_ok.float().mean()),
-            "train/eval_loss": float(train_loss) / n,
-            "test/loss": float(test_loss) / len(test_y),
-            "test/acc": float(test_ok.float().mean()),
-            "epoch_time": time.perf_counter() - t0,
-        }
-        stats["generalization_gap"] = stats["train/acc"] - stats["test/acc"]
-        if changed.any():
-            stats["train/acc_corrupted"] = float(train_ok[changed].float().mean())
-            # Arpit et al.: does the net still predict the TRUE class of the examples it was lied to about?
-            stats["train/acc_corrupted_true_label"] = float((train_pred[changed] == true_y[changed]).float().mean())
-            if (~changed).any():
-                stats["train/acc_clean"] = float(train_ok[~changed].float().mean())
-        res.history.append(stats)
-        res.epochs, res.steps = epoch, step
-
-        acc = stats["train/acc"]
-        for thr in FIT_THRESHOLDS + (s.target_train_acc,):
-            if acc >= thr and thr not in res.reached:
-                res.reached[thr] = (epoch, step)
+        stats = epoch_statistics(epoch, st.step, lr, running_loss, float(hits) / n, train_eval, test_eval, d, t0)
+        st.result.history.append(stats)
+        st.epoch = epoch
+        reason = st.stop.update(epoch, st.step, stats["train/acc"])
         if on_epoch:
             on_epoch(stats)
-        if acc >= s.target_train_acc and res.fit_epoch is None:
-            res.fit_epoch, res.fit_step = epoch, step
-            if s.stop_at_target:
-                res.stop_reason = "target"
-                break
-        if acc > best_acc + 1e-4:
-            best_acc, best_epoch = acc, epoch
-        elif s.patience and epoch - best_epoch >= s.patience:
-            res.stop_reason = "stall"
+        if reason:
+            st.result.stop_reason = reason
             break
         if on_checkpoint and s.checkpoint_every and epoch % s.checkpoint_every == 0 and epoch < s.max_epochs:
-            on_checkpoint({
-                "epoch": epoch, "step": step, "best_acc": best_acc, "best_epoch": best_epoch, "train_time": t_train,
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "gen_state": gen.get_state(),
-                "device_type": device.type,
-                "cpu_rng_state": torch.get_rng_state(),
-                "cuda_rng_state": torch.cuda.get_rng_state(device) if on_cuda else None,
-                "result": asdict(res),
-            })
+            on_checkpoint(checkpoint_state(st, model, opt, gen, rt.device))
+    res = st.result_so_far()
     res.wall_time = time.perf_counter() - t_start
-    res.train_time = t_train
+    res.train_time = st.train_time
     res.images_per_s = n * res.epochs / max(sum(h["epoch_time"] for h in res.history), 1e-9)
     return res
-
