@@ -3,7 +3,8 @@
 Runs go to the experiment `<mlflow.experiment>-theory` (e.g. `rethink-theory`), so reports over
 training runs never mix them in. A job's identity is the hash of its `task` node (less the keys
 that do not change results: device, threads); an identical FINISHED job is skipped unless
-rerun=true. Bad values stop with one line (RethinkError) before any run is created.
+rerun=true. Bad values stop with one line (RethinkError) before any run is created (the options
+are typed and checked in rethink.theory.options).
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from rethink import plots, track
 from rethink.errors import RethinkError
+from rethink.theory.options import NUM_CLASSES, TASKS, validate
+
+__all__ = ["EXPERIMENT_SUFFIX", "NON_IDENTITY", "RUNNERS", "TASKS", "Outcome", "identity", "log_history", "run",
+           "run_name", "validate"]
 
 log = logging.getLogger("rethink")
 
-TASKS = ("train", "expressivity", "kernel", "minnorm")
 EXPERIMENT_SUFFIX = "-theory"
 NON_IDENTITY = ("device", "threads")  # task keys that do not change what a theory job computes
-NUM_CLASSES = 10
 TRAIN_ERROR_POINTS = 2000  # kernel: training error is measured on the first this many training points
 CIFAR_GAMMA_SCALE = {"raw": 4.0, "random_conv": 0.5}  # x 1/median, chosen on held-out train images
 GABOR_GAMMA_SCALE = 1.0  # x 1/median for MNIST Gabor features: the plain median heuristic, not tuned
@@ -44,82 +47,6 @@ class Outcome:
     results: dict[str, Any]
     history: dict[str, list[float]] = field(default_factory=dict)  # metric -> values at steps 0, 1, ...
     figures: dict[str, Any] = field(default_factory=dict)
-
-
-# --- validation: one clear line naming the value and what is allowed ---
-
-
-def bad(key: str, value: Any, allowed: str) -> RethinkError:
-    return RethinkError(f"task.{key}={value!r} is not allowed: use {allowed}")
-
-
-def choice(task: DictConfig, key: str, options: tuple[str, ...]) -> str:
-    value = task[key]
-    if value not in options:
-        raise bad(key, value, ", ".join(options[:-1]) + f" or {options[-1]}")
-    return str(value)
-
-
-def integer(task: DictConfig, key: str, minimum: int, nullable: bool = False) -> int | None:
-    value = task[key]
-    if value is None and nullable:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise bad(key, value, ("null (all) or " if nullable else "") + f"an integer >= {minimum}")
-    return int(value)
-
-
-def number(task: DictConfig, key: str, minimum: float, strict: bool, nullable: bool = False) -> float | None:
-    value = task[key]
-    if value is None and nullable:
-        return None
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= minimum if strict else value < minimum):
-        raise bad(key, value, ("null or " if nullable else "") + f"a number {'>' if strict else '>='} {minimum:g}")
-    return float(value)
-
-
-def validate(task: DictConfig) -> dict[str, Any]:
-    """Check a theory task's options; return them as plain values."""
-    name = task.get("name")
-    if name not in TASKS[1:]:
-        raise RethinkError(f"task.name={name!r} is not known: use one of {', '.join(TASKS)}")
-    opts: dict[str, Any] = {"name": name, "seed": integer(task, "seed", 0)}
-    if name == "minnorm":
-        opts |= {"n": integer(task, "n", 1), "d": integer(task, "d", 1), "epochs": integer(task, "epochs", 1),
-                 "lr": number(task, "lr", 0.0, strict=True, nullable=True), "batch_size": integer(task, "batch_size", 1),
-                 "start": choice(task, "start", ("zero", "random"))}
-        if opts["batch_size"] > opts["n"]:
-            raise bad("batch_size", opts["batch_size"], f"an integer in [1, task.n={opts['n']}]")
-        return opts
-    data = ("cifar10", "mnist", "gaussian") if name == "expressivity" else ("cifar10", "mnist")
-    opts["data"] = choice(task, "data", data)
-    least = 1 if opts["data"] == "gaussian" else NUM_CLASSES  # images: stratified, at least one per class
-    opts |= {"train_size": integer(task, "train_size", least, nullable=True),
-             "test_size": integer(task, "test_size", NUM_CLASSES, nullable=True),
-             "dtype": choice(task, "dtype", ("float64", "float32"))}
-    if name == "expressivity":
-        opts |= {"targets": choice(task, "targets", ("true_labels", "random_labels", "random_reals")),
-                 "dim": integer(task, "dim", 1)}
-        if opts["data"] == "gaussian" and opts["targets"] == "true_labels":
-            raise RethinkError("task.targets='true_labels' is not allowed with task.data=gaussian (the points have "
-                               "no labels): use random_labels or random_reals")
-        return opts
-    opts |= {"targets": choice(task, "targets", ("true_labels", "random_labels")),
-             "features": choice(task, "features", ("raw", "random_conv", "gabor")),
-             "num_filters": integer(task, "num_filters", 1), "kernel_size": integer(task, "kernel_size", 1),
-             "pool": integer(task, "pool", 1), "gamma": number(task, "gamma", 0.0, strict=True, nullable=True),
-             "device": choice(task, "device", ("auto", "cpu", "cuda")),
-             "jitter": number(task, "jitter", 0.0, strict=False), "threads": integer(task, "threads", 1, nullable=True)}
-    if opts["features"] == "random_conv" and opts["data"] != "cifar10":
-        raise RethinkError(f"task.features='random_conv' is not allowed with task.data={opts['data']!r}: "
-                           "random conv features need colour images, use task.data=cifar10 (or task.features=raw)")
-    if opts["features"] == "gabor" and opts["data"] != "mnist":
-        raise RethinkError(f"task.features='gabor' is not allowed with task.data={opts['data']!r}: "
-                           "the Gabor row of Table 3 is for MNIST, use task.data=mnist")
-    if opts["device"] == "cuda" and not torch.cuda.is_available():
-        raise RethinkError("task.device='cuda' is not allowed here: no CUDA device is available, use auto or cpu")
-    return opts
 
 
 def identity(task: DictConfig) -> str:
