@@ -12,7 +12,7 @@ from omegaconf import OmegaConf, open_dict
 
 from rethink import track
 from rethink.errors import RethinkError
-from rethink.theory import jobs, options
+from rethink.theory import jobs, options, tasks
 
 CONF = str(Path(__file__).resolve().parents[1] / "rethink" / "conf")
 THEORY = "rethink-theory"
@@ -125,10 +125,10 @@ def test_bad_task_values_name_the_value_and_what_is_allowed(overrides, message):
 
 def test_kernel_refuses_a_matrix_larger_than_the_free_memory(monkeypatch, data_root):
     monkeypatch.setenv("RETHINK_DATA", str(data_root))
-    monkeypatch.setattr(jobs, "available_bytes", lambda device: 2**30)
+    monkeypatch.setattr(tasks, "available_bytes", lambda device: 2**30)
     cfg = composed("task=kernel", "task.train_size=null", "task.device=cpu")
     with pytest.raises(RethinkError, match=r"task.train_size=null \(n=60000\) needs 13.4 GiB .* only 1.0 GiB is free"):
-        jobs.kernel(cfg, jobs.validate(cfg.task))
+        jobs.RUNNERS["kernel"](cfg, jobs.validate(cfg.task))
 
 
 def test_task_group_left_the_identity_of_training_jobs_unchanged():
@@ -205,6 +205,6 @@ def test_options_validate_themselves_and_round_trip_through_the_dict():
     opts = jobs.validate(typed)
     assert opts["name"] == "minnorm" and json.loads(json.dumps(opts)) == opts  # run() logs it in results.json
     assert options.MinnormOptions.of(opts) == typed
-    assert jobs.run_name(opts) == "minnorm-n5-d1000-zero-s0"
+    assert jobs.run_name(opts) == jobs.run_name(typed) == "minnorm-n5-d1000-zero-s0"
     with pytest.raises(dataclasses.FrozenInstanceError):
         typed.lr = 2.0
