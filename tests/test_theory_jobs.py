@@ -1,5 +1,6 @@
 """The theory as Hydra jobs: `python -m rethink task=expressivity|kernel|minnorm`, tracked in MLflow."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -7,11 +8,11 @@ import mlflow
 import pytest
 from conftest import run_cli, search_runs
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from rethink import identity
 from rethink.errors import RethinkError
-from rethink.theory import jobs
+from rethink.theory import jobs, options, tasks
 
 CONF = str(Path(__file__).resolve().parents[1] / "rethink" / "conf")
 THEORY = "rethink-theory"
@@ -94,10 +95,14 @@ def test_minnorm_job_logs_distance_per_epoch_and_is_skipped_when_finished(store,
     assert len(theory_runs(store, "minnorm")) == 1
 
 
-def test_bad_task_value_gets_one_clear_line_and_no_run(tmp_path, data_root):
-    res = run_cli(["task=expressivity", "task.dtype=float16"], tmp_path, data_root)
+@pytest.mark.parametrize("override, message", [
+    ("task.dtype=float16", "task.dtype='float16' is not allowed: use float64 or float32"),  # a wrong choice
+    ("task.train_size=abc", "task.train_size='abc' is not allowed: use null (all) or an integer >= 10"),  # a wrong type
+])
+def test_bad_task_value_gets_one_clear_line_and_no_run(tmp_path, data_root, override, message):
+    res = run_cli(["task=expressivity", override], tmp_path, data_root)
     assert res.returncode != 0 and "Traceback" not in res.stderr
-    assert "task.dtype='float16' is not allowed: use float64 or float32" in res.stderr
+    assert message in res.stderr
     db = tmp_path / "mlruns" / "mlflow.db"
     assert not db.exists() or search_runs(tmp_path, THEORY).empty
 
@@ -120,10 +125,10 @@ def test_bad_task_values_name_the_value_and_what_is_allowed(overrides, message):
 
 def test_kernel_refuses_a_matrix_larger_than_the_free_memory(monkeypatch, data_root):
     monkeypatch.setenv("RETHINK_DATA", str(data_root))
-    monkeypatch.setattr(jobs, "available_bytes", lambda device: 2**30)
+    monkeypatch.setattr(tasks, "available_bytes", lambda device: 2**30)
     cfg = composed("task=kernel", "task.train_size=null", "task.device=cpu")
     with pytest.raises(RethinkError, match=r"task.train_size=null \(n=60000\) needs 13.4 GiB .* only 1.0 GiB is free"):
-        jobs.kernel(cfg, jobs.validate(cfg.task))
+        jobs.RUNNERS["kernel"](cfg, jobs.validate(cfg.task))
 
 
 def test_task_group_left_the_identity_of_training_jobs_unchanged():
@@ -143,3 +148,63 @@ def test_theory_identity_is_the_task_node_without_device_or_threads():
     assert jobs.identity(base) == jobs.identity(composed("task=kernel", "model=alexnet").task)
     assert jobs.identity(base) != jobs.identity(composed("task=kernel", "task.train_size=2000").task)
     assert jobs.identity(base) != jobs.identity(composed("task=expressivity").task)
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (("task=kernel",), "5de95f10427325ce"),
+    (("task=expressivity", "task.data=gaussian"), "a8dc39ca6433beaf"),
+    (("task=minnorm", "task.start=random"), "e81c8b53e7b8defd"),
+])
+def test_theory_identity_hashes_are_pinned(monkeypatch, overrides, expected):
+    """The identity of theory runs already in MLflow stores: if it changed, every FINISHED job would run again."""
+    monkeypatch.delenv("RETHINK_DATA", raising=False)  # the task node must not depend on the data root
+    assert jobs.identity(composed(*overrides).task) == expected
+
+
+@pytest.mark.parametrize("name, cls", [("expressivity", options.ExpressivityOptions),
+                                       ("kernel", options.KernelOptions), ("minnorm", options.MinnormOptions)])
+def test_option_defaults_are_the_yaml_defaults(name, cls):
+    yaml = OmegaConf.to_container(composed(f"task={name}").task, resolve=True)
+    defaults = dataclasses.asdict(cls())
+    assert list(defaults) == list(yaml)  # the same keys, in the YAML's order
+    for key, value in yaml.items():
+        assert (type(defaults[key]), defaults[key]) == (type(value), value), key
+    assert options.parse(composed(f"task={name}").task) == cls()
+    assert jobs.validate(composed(f"task={name}").task) == defaults
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["task=kernel", "task.train_size=abc"], "task.train_size='abc' is not allowed: use null (all) or an integer >= 10"),
+    (["task=minnorm", "task.epochs=1.5"], "task.epochs=1.5 is not allowed: use an integer >= 1"),
+    (["task=minnorm", "task.n=true"], "task.n=True is not allowed: use an integer >= 1"),
+    (["task=kernel", "task.gamma=abc"], "task.gamma='abc' is not allowed: use null or a number > 0"),
+    (["task=kernel", "task.jitter=[1]"], "task.jitter=[1] is not allowed: use a number >= 0"),
+    (["task=kernel", "task.device=tpu"], "task.device='tpu' is not allowed: use auto, cpu or cuda"),
+    (["task=kernel", "task.dtype=16"], "task.dtype=16 is not allowed: use float64 or float32"),
+    (["task=minnorm", "task.start=middle"], "task.start='middle' is not allowed: use zero or random"),
+    (["task=expressivity", "task.targets=none"],
+     "task.targets='none' is not allowed: use true_labels, random_labels or random_reals"),
+    (["task=kernel", "+task.trian_size=100"], "task.trian_size=100 is not known for task=kernel: its options are "
+     "name, data, train_size, test_size, targets, features, num_filters, kernel_size, pool, gamma, dtype, device, "
+     "jitter, threads, seed"),
+])
+def test_a_wrong_type_or_choice_is_one_line_naming_the_key(overrides, message):
+    with pytest.raises(RethinkError) as err:
+        options.parse(composed(*overrides).task)
+    assert str(err.value) == message
+
+
+def test_options_validate_themselves_and_round_trip_through_the_dict():
+    with pytest.raises(RethinkError, match="task.batch_size=6 is not allowed: use an integer in \\[1, task.n=5\\]"):
+        options.MinnormOptions(n=5, batch_size=6)
+    with pytest.raises(RethinkError, match="task.features='gabor' is not allowed with task.data='cifar10'"):
+        options.KernelOptions(data="cifar10", features="gabor")
+    assert options.ExpressivityOptions(data="gaussian", targets="random_reals", train_size=1).train_size == 1
+    typed = options.parse(composed("task=minnorm", "task.lr=1", "task.n=5").task)
+    assert typed.lr == 1.0 and isinstance(typed.lr, float)  # as its type: a float
+    opts = jobs.validate(typed)
+    assert opts["name"] == "minnorm" and json.loads(json.dumps(opts)) == opts  # run() logs it in results.json
+    assert options.MinnormOptions.of(opts) == typed
+    assert jobs.run_name(opts) == jobs.run_name(typed) == "minnorm-n5-d1000-zero-s0"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        typed.lr = 2.0
