@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from rethink.theory import expressivity as ex
+from rethink.theory import features as ft
 from rethink.theory import kernels as kr
 from rethink.theory import minnorm as mn
 
@@ -159,12 +160,12 @@ def conv_features(
     train_img: torch.Tensor, eval_img: torch.Tensor, args: argparse.Namespace
 ) -> tuple:
     """Random conv-net features of train and eval images with one shared filter bank."""
-    source = kr.standardize_images(train_img[:2000]) if args.filter_source == "patches" else None
-    filt = kr.random_filters(args.filters, args.kernel_size, args.seed, source=source)
-    ftr = kr.random_conv_features(train_img, filters=filt, pool=args.pool, device=args.device)
-    fev = kr.random_conv_features(eval_img, filters=filt, pool=args.pool, device=args.device)
+    source = ft.standardize_images(train_img[:2000]) if args.filter_source == "patches" else None
+    filt = ft.random_filters(args.filters, args.kernel_size, args.seed, source=source)
+    ftr = ft.random_conv_features(train_img, filters=filt, pool=args.pool, device=args.device)
+    fev = ft.random_conv_features(eval_img, filters=filt, pool=args.pool, device=args.device)
     if args.feature_norm == "standardize":
-        ftr, fev = kr.standardize_features(ftr, fev)
+        ftr, fev = ft.standardize_features(ftr, fev)
     return ftr, fev
 
 

@@ -5,6 +5,8 @@
 Reads FINISHED runs with `mlflow.search_runs` (never log files). Runs are matched to the paper's rows
 by their params (model, regularizers, corruption), so a run made by any sweep counts; repeated seeds
 are averaged (mean and std), and of two runs of one config (rerun=true) the newer counts.
+One function per table or figure; kept as one module (~330 lines) so that the rules that select
+runs for the paper's rows live in one place.
 """
 
 from __future__ import annotations

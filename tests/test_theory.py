@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rethink.theory import expressivity as ex
+from rethink.theory import features as ft
 from rethink.theory import kernels as kr
 from rethink.theory import minnorm as mn
 
@@ -227,21 +228,21 @@ def test_preprocessing_and_gamma_heuristic():
 
 def test_random_conv_features_shape_and_batching():
     images = torch.randint(0, 256, (7, 3, 32, 32), dtype=torch.uint8)
-    feats = kr.random_conv_features(images, num_filters=16, seed=0, kernel_size=5, pool=2, batch=3)
+    feats = ft.random_conv_features(images, num_filters=16, seed=0, kernel_size=5, pool=2, batch=3)
     assert feats.shape == (7, 16 * 4)
     assert torch.all(feats >= 0)
-    whole = kr.random_conv_features(
+    whole = ft.random_conv_features(
         images, num_filters=16, seed=0, kernel_size=5, pool=2, batch=100
     )
     torch.testing.assert_close(feats, whole)
 
 
 def test_gabor_bank_and_features():
-    bank = kr.gabor_filters(kernel_size=11, orientations=8, wavelengths=(4.0, 8.0))
+    bank = ft.gabor_filters(kernel_size=11, orientations=8, wavelengths=(4.0, 8.0))
     assert bank.shape == (32, 1, 11, 11)
     assert torch.allclose(bank.flatten(1).sum(1), torch.zeros(32), atol=1e-5)
     assert torch.allclose(bank.flatten(1).norm(dim=1), torch.ones(32), atol=1e-5)
     images = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
-    feats = kr.gabor_features(images, bank, pool=4)
+    feats = ft.gabor_features(images, bank, pool=4)
     assert feats.shape == (5, 16 * 16) and bool((feats >= 0).all())
-    assert torch.allclose(kr.gabor_features(images[:2], bank, pool=4), feats[:2])
+    assert torch.allclose(ft.gabor_features(images[:2], bank, pool=4), feats[:2])

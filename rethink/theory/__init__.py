@@ -11,6 +11,7 @@ from rethink.theory.expressivity import (
     solve_prefix,
     theorem1_report,
 )
+from rethink.theory.features import random_conv_features
 from rethink.theory.kernels import (
     MNIST_GAMMA,
     KernelFit,
@@ -20,7 +21,6 @@ from rethink.theory.kernels import (
     median_heuristic_gamma,
     one_hot,
     predict,
-    random_conv_features,
     rbf_gram_upper_blockwise,
     rbf_kernel_blockwise,
     scale_and_flatten,

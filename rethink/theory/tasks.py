@@ -174,6 +174,7 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
 
 def kernel(cfg: DictConfig, opts: KernelOptions | Mapping[str, Any]) -> tuple[Callable[[], Outcome], dict]:
     """Table 3: min-norm RBF interpolation of one-hot labels by Cholesky, test error, RKHS norm."""
+    from rethink.theory import features as ft
     from rethink.theory import kernels as kr
 
     opts = KernelOptions.of(opts)
@@ -197,12 +198,12 @@ def kernel(cfg: DictConfig, opts: KernelOptions | Mapping[str, Any]) -> tuple[Ca
             if opts.features == "raw":
                 xtr, xte = kr.scale_and_flatten(data.train_x), kr.scale_and_flatten(data.test_x)
             elif opts.features == "gabor":
-                xtr, xte = kr.standardize_features(kr.gabor_features(data.train_x), kr.gabor_features(data.test_x))
+                xtr, xte = ft.standardize_features(ft.gabor_features(data.train_x), ft.gabor_features(data.test_x))
             else:
-                filt = kr.random_filters(opts.num_filters, opts.kernel_size, seed)
-                xtr, xte = (kr.random_conv_features(x, filters=filt, pool=opts.pool, device=device)
+                filt = ft.random_filters(opts.num_filters, opts.kernel_size, seed)
+                xtr, xte = (ft.random_conv_features(x, filters=filt, pool=opts.pool, device=device)
                             for x in (data.train_x, data.test_x))
-                xtr, xte = kr.standardize_features(xtr, xte)
+                xtr, xte = ft.standardize_features(xtr, xte)
             feature_seconds = time.perf_counter() - t0
             m: dict[str, float] = {}
             gamma = opts.gamma
