@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from rethink import lifecycle, track
 
 log = logging.getLogger(__name__)
+LAUNCHER_ENV = "RETHINK_LAUNCHER"  # `process_id()` of the process that launched the sweep
 
 
 class MLflowStoreCallback(Callback):
@@ -26,6 +27,16 @@ class MLflowStoreCallback(Callback):
         self.parent_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra turns a callback's exception into a warning and runs the sweep anyway, without its
+        # parent run: stop here instead, loudly (SystemExit passes through Hydra's callback guard).
+        try:
+            self._open(config)
+        except Exception as e:
+            log.error("could not open the sweep's MLflow store / parent run: %s", str(e).splitlines()[0] if str(e) else e)
+            raise SystemExit(1) from e
+        os.environ[LAUNCHER_ENV] = lifecycle.process_id()  # job workers end their job if this process dies
+
+    def _open(self, config: DictConfig) -> None:
         uri = track.tracking_uri(config)
         experiment_id = track.ensure_experiment(uri, config.mlflow.experiment)
         log.info("MLflow store %s, experiment %r (id %s)", uri, config.mlflow.experiment, experiment_id)

@@ -12,3 +12,11 @@ class RethinkError(_Base):
 
 class DivergenceError(RethinkError):
     """Training produced a non-finite loss."""
+
+
+class IncompleteRunError(RuntimeError):
+    """A run's metric history has gaps: it must not end FINISHED."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (timeout, docker stop, systemd, SLURM preemption): ends runs KILLED like Ctrl-C."""

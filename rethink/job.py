@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from rethink import identity, runner, track
-from rethink.errors import RethinkError
+from rethink.errors import IncompleteRunError, RethinkError
 
 log = logging.getLogger("rethink")
 
@@ -109,6 +110,20 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return runner.run_job(spec, prepare)
 
 
+def check_complete(job: track.JobRun, history: list[dict]) -> None:
+    """Refuse to finish a run whose per-epoch metrics have gaps in the store (a FINISHED run is a
+    promise that its history is complete)."""
+    expected: dict[str, list[int]] = {}
+    for h in history:
+        for k, v in h.items():
+            if k != "step" and isinstance(v, int | float) and math.isfinite(v):
+                expected.setdefault(k, []).append(h["step"])
+    if missing := job.missing_steps(expected):
+        key, steps = next(iter(missing.items()))
+        raise IncompleteRunError(f"{sum(map(len, missing.values()))} metric values missing from the store "
+                                 f"(e.g. {key} at steps {steps[:5]}): the run cannot end FINISHED")
+
+
 def train_body(ctx: runner.JobContext, name: str, model, corrupted, settings, runtime, t0: float) -> dict[str, float]:
     """Train, logging each epoch (metrics and a table row) and checkpointing; then the summary."""
     from rethink import plots
@@ -126,6 +141,7 @@ def train_body(ctx: runner.JobContext, name: str, model, corrupted, settings, ru
         ctx.save_checkpoint(st | {"wall_time": prior_wall + time.perf_counter() - t0})
 
     result = train(model, corrupted, settings, on_epoch, on_checkpoint, resume=state, runtime=runtime)
+    check_complete(job, result.history)
     final = summary_metrics(result) | {"wall_time": prior_wall + time.perf_counter() - t0,
                                        "train_time": result.train_time, "tracking_seconds": job.log_seconds}
     job.log_metrics(final, step=result.steps)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +112,48 @@ def load_checkpoint(path: Path) -> dict | None:
     except Exception as e:  # a corrupt file must not stop the job: it trains from the start instead
         log.warning("ignoring unreadable checkpoint %s: %s", path, e)
         return None
+
+
+# --- one process per job identity at a time ---
+
+
+@contextmanager
+def claim(lock_dir: Path, identity: str) -> Iterator[None]:
+    """Hold `<lock_dir>/<identity>.lock` while the job runs, so two sweeps started together never
+    train one job twice. A lock whose process is gone (kill -9, lost node) is taken over; a live
+    holder on this host is an error naming it."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    path = lock_dir / f"{identity}.lock"
+    me = process_id()
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                holder, age = path.read_text().strip(), time.time() - path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # released meanwhile: try again
+            if not holder and age < 5:  # created an instant ago, its holder is writing its name
+                time.sleep(0.05)
+                continue
+            # Another host's process cannot be checked: taken as gone, as for RUNNING runs (a SLURM
+            # requeue lands on another node); the same job running twice at once is not supported.
+            if holder and process_alive(holder) is True:
+                raise RethinkError(f"an identical job (config {identity}) is running now in process {holder}: wait for "
+                                   f"it, or rerun=true to train a second copy (lock {path})") from None
+            with suppress(FileNotFoundError):  # stale: only one taker wins the rename
+                os.rename(path, path.with_name(f"{path.name}.stale.{os.getpid()}"))
+                path.with_name(f"{path.name}.stale.{os.getpid()}").unlink()
+                log.warning("took over the lock of a dead process (%s) for config %s", holder or "unknown", identity)
+    with os.fdopen(fd, "w") as f:
+        f.write(me + "\n")
+    try:
+        yield
+    finally:
+        with suppress(FileNotFoundError):
+            if path.read_text().strip() == me:
+                path.unlink()
 
 
 # --- skip and resume ---

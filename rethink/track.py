@@ -72,23 +72,43 @@ def client(uri: str):
     return mlflow.MlflowClient(tracking_uri=uri)
 
 
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock next to a SQLite store while it is created or migrated: two sweeps
+    starting together on a new store must not both run the schema migrations (one loses)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def ensure_experiment(uri: str, name: str) -> str:
     """Create the store (and its schema) and the experiment if missing; return the experiment id."""
-    c = client(uri)
+    with store_lock(uri):
+        c = client(uri)
 
-    def get_or_create() -> str:
-        exp = c.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        try:
-            return c.create_experiment(name, artifact_location=artifact_root(uri))
-        except Exception:
-            exp = c.get_experiment_by_name(name)  # created by a concurrent job meanwhile
-            if exp is None:
-                raise
-            return exp.experiment_id
+        def get_or_create() -> str:
+            exp = c.get_experiment_by_name(name)
+            if exp is not None:
+                return exp.experiment_id
+            try:
+                return c.create_experiment(name, artifact_location=artifact_root(uri))
+            except Exception:
+                exp = c.get_experiment_by_name(name)  # created by a concurrent job meanwhile
+                if exp is None:
+                    raise
+                return exp.experiment_id
 
-    return retry(get_or_create, what="create experiment")
+        return retry(get_or_create, what="create experiment")
 
 
 @cache
@@ -189,6 +209,16 @@ class JobRun:
     def flush(self) -> None:
         """Wait until every logged metric is in the store; raise if one could not be written."""
         self._settle(wait=True)
+
+    def missing_steps(self, expected: dict[str, list[int]]) -> dict[str, list[int]]:
+        """Per metric, the expected steps that are not in the store (after waiting for every write)."""
+        self.flush()
+        missing = {}
+        for key, steps in expected.items():
+            have = {step for step, _ in metric_history(self.uri, self.run_id, key)}
+            if lost := sorted(set(steps) - have):
+                missing[key] = lost
+        return missing
 
     def skip_logged_steps(self) -> None:
         """A resumed run replays the epochs since its last checkpoint: log only steps not yet logged."""

@@ -62,42 +62,50 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_mlflow_server(store: Path, port: int) -> subprocess.Popen:
+    """`mlflow server` on 127.0.0.1:`port` over `store`/mlflow.db (artifacts under `store`), in its own
+    process group (it runs uvicorn as a child); returns once /health answers."""
+    import time
+    import urllib.request
+
+    store.mkdir(parents=True, exist_ok=True)
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{store}/mlflow.db",
+           "--artifacts-destination", str(store / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    log = open(store / "server.log", "a")
+    proc = subprocess.Popen(cmd, cwd=store, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_mlflow_server(proc)
+            pytest.fail(f"mlflow server did not start: {(store / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+
+
+def stop_mlflow_server(proc: subprocess.Popen, sig: int | None = None) -> None:
+    """Stop the server's whole process group (SIGTERM, then SIGKILL for what is left; or just `sig`)."""
+    import signal
+
+    for s in ((sig,) if sig else (signal.SIGTERM, signal.SIGKILL)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, s)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=20)
+
+
 @pytest.fixture
 def mlflow_server(tmp_path):
     """`mlflow server` on 127.0.0.1 over a SQLite store in tmp_path (artifacts served from tmp_path);
     yields its http URI and always stops it."""
-    import time
-    import urllib.request
-
     port = free_port()
-    store = tmp_path / "server"
-    store.mkdir()
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{store}/mlflow.db",
-           "--artifacts-destination", str(store / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1"]
-    log = open(store / "server.log", "w")
-    # Its own process group: `mlflow server` runs uvicorn as a child, and both must go at the end.
-    proc = subprocess.Popen(cmd, cwd=store, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
+    proc = start_mlflow_server(tmp_path / "server", port)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start: {(store / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield uri
+        yield f"http://127.0.0.1:{port}"
     finally:
-        import signal
-
-        for sig in (signal.SIGTERM, signal.SIGKILL):  # SIGKILL: whatever of the group is left
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=20)
-        log.close()
+        stop_mlflow_server(proc)
