@@ -1,5 +1,5 @@
-"""Shared fixtures: the real data (extracted by `make data` / .ci/run), a runner for the CLI, and the
-composed Hydra configuration."""
+"""Shared fixtures: the real data (extracted by `make data` / .ci/run), a runner for the CLI, the
+composed Hydra configuration, and the `gpu` marker's skip (markers: pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,20 @@ def composed(*overrides: str, return_hydra_config: bool = False):
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests skip, with the reason, where CUDA is not available (torch imported only if any)."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="gpu test: torch.cuda.is_available() is False (no CUDA device or build)")
+    for item in gpu:
+        item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
