@@ -122,6 +122,7 @@ def main() -> None:
     for key, label in labels.items():
         s = job[key]
         print(f"{label:<44}{s['median_s']:>8.2f}s{s['min_s']:>8.2f}s{s['max_s']:>8.2f}s{n_jobs:>4}")
+    info["loadavg_at_end"] = os.getloadavg()  # a shared machine: other work inflates every figure
     job["command"] = "python -m rethink dataset.train_size=10000 trainer.max_epochs=1 (mlp_1x512, cifar10, scale=cpu)"
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"info": info, "imports": imports, "job": job}, indent=1) + "\n")
