@@ -11,7 +11,7 @@ REPORTS ?= reports
 RUN      = $(PY) -m rethink
 
 .DEFAULT_GOAL := help
-.PHONY: help install data run test bench lint ui server clean table1 table4 fig1 fig2 paper paper-cpu report
+.PHONY: help install data run test test-fast bench lint ui server clean table1 table4 fig1 fig2 paper paper-cpu report
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,8 +34,11 @@ $(DATA)/MNIST/raw:
 run: install data ## the main job: label-corruption sweep (SWEEP='-m corruption=0,0.2,0.5,1.0')
 	$(PY) -m rethink $(SWEEP)
 
-test: install data ## run the test suite (what CI runs)
+test: install data ## run every test, the slow sweeps included (what CI runs; gpu tests skip without CUDA)
 	$(PY) -m pytest -q
+
+test-fast: install data ## every test but those marked slow (pytest -m "not slow"): the quick check while editing
+	$(PY) -m pytest -q -m "not slow"
 
 table1: install data ## Table 1 preset (SCALE=paper|cpu, default paper)
 	$(RUN) experiment=table1 scale=$(SCALE)

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real data (extracted by `make data` / .ci/run) and a runner for the CLI."""
+"""Shared fixtures: the real data (extracted by `make data` / .ci/run), a runner for the CLI, the
+composed Hydra configuration, and the `gpu` marker's skip (markers: pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,33 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("RETHINK_DATA", REPO / "data")).resolve()
+CONF = REPO / "rethink" / "conf"
+# The paper's parameter counts (Zhang et al., Table 1) of every model in rethink/conf/model/.
+PARAMS = {"mlp_1x512": 1_209_866, "mlp_3x512": 1_735_178, "alexnet": 1_387_786,
+          "inception": 1_649_402, "inception_nobn": 1_649_402}
+
+
+def composed(*overrides: str, return_hydra_config: bool = False):
+    """The job configuration `python -m rethink OVERRIDES` composes (rethink/conf/config.yaml);
+    with `return_hydra_config` the `hydra` node too (mode, sweeper params)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests skip, with the reason, where CUDA is not available (torch imported only if any)."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="gpu test: torch.cuda.is_available() is False (no CUDA device or build)")
+    for item in gpu:
+        item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from conftest import run_cli, search_runs
 TINY = ["dataset.train_size=300", "dataset.test_size=100", "trainer.max_epochs=3"]
 
 
+@pytest.mark.slow
 def test_multirun_corruption_levels_write_finished_runs(tmp_path, data_root):
     res = run_cli(["-m", "corruption=0,1.0", *TINY, f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path, data_root)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -38,6 +39,7 @@ def test_multirun_corruption_levels_write_finished_runs(tmp_path, data_root):
     assert len(search_runs(tmp_path)) == 2 and (again.stdout + again.stderr).count("skip: an identical job") == 2
 
 
+@pytest.mark.slow
 def test_pixel_corruption_single_run(tmp_path, data_root):
     res = run_cli(["model=mlp_3x512", "corruption=random_pixels", "corruption.level=1.0",
                    "regularizer=[weight_decay,random_crop]", *TINY], tmp_path, data_root)
@@ -64,6 +66,7 @@ def test_bad_input_gets_one_clear_line_and_no_run(tmp_path, data_root, args, mes
     assert not db.exists() or search_runs(tmp_path).empty  # nothing half-written
 
 
+@pytest.mark.slow
 def test_diverging_job_fails_with_reason_and_the_sweep_goes_on(tmp_path, data_root):
     res = run_cli(["-m", "trainer.lr=1e9,0.01", *TINY], tmp_path, data_root)
     assert res.returncode != 0 and "training diverged" in res.stderr and "Traceback" not in res.stderr

@@ -1,13 +1,10 @@
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import PARAMS, composed
 from hydra.utils import instantiate
 
 from rethink.__main__ import normalize_argv
 from rethink.models import count_params
 
-CONF = str(Path(__file__).resolve().parents[1] / "rethink" / "conf")
 GROUPS = {
     "model": ["mlp_1x512", "mlp_3x512", "alexnet", "inception", "inception_nobn"],
     "dataset": ["cifar10", "mnist"],
@@ -15,13 +12,6 @@ GROUPS = {
     "regularizer": ["none", "weight_decay", "random_crop", "augment", "dropout"],
     "scale": ["cpu", "paper"],
 }
-PARAMS = {"mlp_1x512": 1_209_866, "mlp_3x512": 1_735_178, "alexnet": 1_387_786,
-          "inception": 1_649_402, "inception_nobn": 1_649_402}
-
-
-def composed(*overrides: str):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 @pytest.mark.parametrize("group, option", [(g, o) for g, opts in GROUPS.items() for o in opts])

@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import composed as compose_overrides
 
 from rethink import identity
+from rethink.__main__ import normalize_argv
 from rethink.importer import params_of
 from rethink.theory.jobs import identity as theory_identity
 
@@ -49,10 +50,8 @@ IMPORTED = {
 
 
 def composed(overrides: str):
-    from rethink.__main__ import normalize_argv
-
-    with initialize_config_dir(config_dir=str(REPO / "rethink" / "conf"), version_base="1.3"):
-        return compose("config", overrides=normalize_argv(overrides.split()))
+    """The config of a command line's overrides (the `corruption=<p>` shorthand included)."""
+    return compose_overrides(*normalize_argv(overrides.split()))
 
 
 @pytest.fixture(autouse=True)

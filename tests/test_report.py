@@ -74,6 +74,7 @@ def test_write_report_files(store, tmp_path):
     assert [a.path for a in mlflow.MlflowClient(store).list_artifacts(run_id)] == ["table1.md"]
 
 
+@pytest.mark.slow
 def test_real_preset_end_to_end_then_report(tmp_path, data_root):
     res = run_cli(["experiment=fig1bc", "hydra.sweeper.params.model=mlp_1x512", "sweep_levels=0.0,1.0",
                    "dataset.train_size=200", "dataset.test_size=100", "trainer.max_epochs=2",

@@ -62,6 +62,7 @@ def check_sweep(uri: str, jobs: int, epochs: int) -> None:
     assert {"config.yaml", "final_metrics.json", "learning_curve.png"} <= artifacts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher, store", [("joblib", "sqlite"), ("submitit_local", "sqlite"), ("joblib", "server")])
 def test_parallel_sweep_one_store_one_parent_complete_children(tmp_path, data_root, request, launcher, store):
     uri = request.getfixturevalue("mlflow_server") if store == "server" else sqlite_uri(tmp_path)
@@ -74,6 +75,7 @@ def test_parallel_sweep_one_store_one_parent_complete_children(tmp_path, data_ro
     check_sweep(uri, jobs=8, epochs=2)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None,
                     reason="hydra-ray-launcher not installed (pip install -e '.[ray]')")
 def test_ray_launcher_sweep(tmp_path, data_root):
@@ -93,6 +95,7 @@ def wait_for(what: str, ok, timeout: float = 300, proc: subprocess.Popen | None 
     return found
 
 
+@pytest.mark.slow
 def test_killed_job_resumes_from_checkpoint_and_matches_uninterrupted_run(tmp_path, data_root):
     uri, epochs = sqlite_uri(tmp_path), 120  # the long job: ~0.1 s per epoch here
     sweep = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"trainer.max_epochs=2,{epochs}",
@@ -150,6 +153,7 @@ def test_killed_job_resumes_from_checkpoint_and_matches_uninterrupted_run(tmp_pa
     assert len(history(uri, resumed.info.run_id, "test/acc")) == epochs
 
 
+@pytest.mark.slow
 def test_diverging_job_fails_with_reason_parent_counts_it_and_the_sweep_goes_on(tmp_path, data_root):
     uri = sqlite_uri(tmp_path)
     res = run_cli(["-m", *LAUNCHERS["joblib"], "trainer.lr=1e9,0.01", *TINY, "trainer.max_epochs=2",
@@ -189,6 +193,7 @@ def test_running_runs_are_stale_only_when_their_process_is_gone(tmp_path):
     assert c.get_run(new).info.status == "RUNNING" and c.get_run(new).info.run_name == "sweep-multirun/x"
 
 
+@pytest.mark.slow
 def test_a_job_killed_before_its_first_checkpoint_is_trained_again_in_a_new_run(tmp_path, data_root):
     args = [*TINY, "trainer.max_epochs=2"]
     assert run_cli(args, tmp_path, data_root, env=ONE_THREAD).returncode == 0

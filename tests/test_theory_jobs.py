@@ -6,21 +6,14 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import run_cli, search_runs
-from hydra import compose, initialize_config_dir
+from conftest import composed, run_cli, search_runs
 from omegaconf import OmegaConf, open_dict
 
 from rethink import identity
 from rethink.errors import RethinkError
 from rethink.theory import jobs, options, tasks
 
-CONF = str(Path(__file__).resolve().parents[1] / "rethink" / "conf")
 THEORY = "rethink-theory"
-
-
-def composed(*overrides: str):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 @pytest.fixture(scope="module")
