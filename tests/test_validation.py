@@ -1,0 +1,60 @@
+"""Bad config values stop with one line naming the value and what is allowed, before any run exists:
+directly through the specs (TrainSettings, the models' dropout), and a few through the real CLI."""
+
+import pytest
+
+from rethink.errors import RethinkError
+from rethink.models import MLP, SmallInception
+from rethink.train import TrainSettings
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(lr=float("inf")), "trainer.lr=inf is not allowed: use a finite number > 0"),
+    (dict(lr=float("nan")), "trainer.lr=nan is not allowed: use a finite number > 0"),
+    (dict(lr=-1), "trainer.lr=-1 is not allowed: use a finite number > 0"),
+    (dict(lr="abc"), "trainer.lr='abc' is not allowed: use a finite number > 0"),
+    (dict(batch_size="abc"), "trainer.batch_size='abc' is not allowed: use an integer > 0"),
+    (dict(batch_size=True), "trainer.batch_size=True is not allowed: use an integer > 0"),
+    (dict(max_epochs=2.5), "trainer.max_epochs=2.5 is not allowed: use an integer > 0"),
+    (dict(target_train_acc="x"), "trainer.target_train_acc='x' is not allowed: use a number in (0, 1]"),
+    (dict(momentum=1.0), "trainer.momentum=1.0 is not allowed: use a number in [0, 1)"),
+    (dict(lr_decay=float("nan")), "trainer.lr_decay=nan is not allowed: use a number in (0, 1]"),
+    (dict(stop_at_target="yes"), "trainer.stop_at_target='yes' is not allowed: use true or false"),
+    (dict(patience=0), "trainer.patience=0 is not allowed: use null or an integer > 0"),
+    (dict(eval_batch_size="big"), "trainer.eval_batch_size='big' is not allowed: use auto or an integer > 0"),
+    (dict(device="tpu"), "trainer.device='tpu' is not allowed: use auto, cpu or cuda"),
+    (dict(channels_last="on"), "trainer.channels_last='on' is not allowed: use auto, true or false"),
+    (dict(amp=1), "trainer.amp=1 is not allowed: use auto, true or false"),
+    (dict(compile="no"), "trainer.compile='no' is not allowed: use true or false"),
+    (dict(checkpoint_every=-1), "trainer.checkpoint_every=-1 is not allowed: use null or an integer >= 0"),
+    (dict(weight_decay=float("nan")), "regularizer.weight_decay=nan is not allowed: use a finite number >= 0"),
+    (dict(weight_decay=-0.1), "regularizer.weight_decay=-0.1 is not allowed: use a finite number >= 0"),
+    (dict(weight_decay_on="biases"), "regularizer.weight_decay_on='biases' is not allowed: use weights or all"),
+    (dict(random_crop="yes"), "regularizer.random_crop='yes' is not allowed: use true or false"),
+    (dict(flip=1), "regularizer.flip=1 is not allowed: use true or false"),
+    (dict(crop_size=0), "dataset.crop_size=0 is not allowed: use null or an integer > 0"),
+    (dict(seed=-1), "seed=-1 is not allowed: use an integer >= 0"),
+    (dict(seed="x"), "seed='x' is not allowed: use an integer >= 0"),
+])
+def test_train_settings_refuse_bad_values(bad, message):
+    with pytest.raises(RethinkError) as e:
+        TrainSettings(**({"device": "cpu"} | bad))
+    assert str(e.value) == message
+
+
+def test_train_settings_accept_good_values_and_ints_for_floats():
+    s = TrainSettings(device="cpu", lr=1, momentum=0, weight_decay=0, target_train_acc=1, patience=3, eval_batch_size=64,
+                      channels_last=True, amp=False, checkpoint_every=0, crop_size=28, seed=7)
+    assert s.lr == 1 and s.seed == 7
+
+
+@pytest.mark.parametrize("p", [1.0, -0.1, float("nan"), "half", True])
+@pytest.mark.parametrize("build", [lambda p: MLP((1, 4, 4), 10, [8], dropout=p),
+                                   lambda p: SmallInception((1, 8, 8), 10, dropout=p)])
+def test_dropout_is_checked_where_the_models_take_it(build, p):
+    with pytest.raises(RethinkError, match=r"^regularizer\.dropout=.* is not allowed: use a number in \[0, 1\)$"):
+        build(p)
+
+
+def test_dropout_in_range_builds():
+    assert MLP((1, 4, 4), 10, [8], dropout=0.5)[-2].p == 0.5
