@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from rethink.checks import check, in_range, is_int
 from rethink.data import ImageData
 from rethink.errors import RethinkError
 
@@ -43,15 +44,18 @@ class Corruption:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        """Check every value (the seed too: it is the top-level `seed` unless set here)."""
         if self.kind not in KINDS:
             raise RethinkError(f"corruption.kind={self.kind!r} is not known: use one of {', '.join(KINDS)}")
-        if isinstance(self.level, bool) or not isinstance(self.level, int | float) or not 0.0 <= self.level <= 1.0:
-            raise RethinkError(f"corruption.level={self.level!r} is not allowed: use a number in [0, 1]")
+        c = "corruption."
+        check([
+            (c + "level", self.level, in_range(self.level, 0, 1), "a number in [0, 1]"),
+            (c + "permute", self.permute, self.permute in ("spatial", "all"), "spatial or all"),
+            (c + "gaussian_stats", self.gaussian_stats, self.gaussian_stats in ("global", "per_channel"),
+             "global or per_channel"),
+            (c + "seed", self.seed, is_int(self.seed, 0), "an integer >= 0"),
+        ])
         self.level = float(self.level)
-        if self.permute not in ("spatial", "all"):
-            raise RethinkError(f"corruption.permute={self.permute!r} is not allowed: use spatial or all")
-        if self.gaussian_stats not in ("global", "per_channel"):
-            raise RethinkError(f"corruption.gaussian_stats={self.gaussian_stats!r} is not allowed: use global or per_channel")
 
     def apply(self, data: ImageData) -> CorruptedData:
         """Return the corrupted data set (the input tensors are not modified)."""

@@ -36,9 +36,8 @@ def build(target_cfg: DictConfig, **kwargs: Any) -> Any:
 def train_settings(cfg: DictConfig):
     """The `trainer` node (`_target_: TrainSettings`) plus the regularizer switches the loop needs."""
     r = cfg.regularizer
-    return build(cfg.trainer, weight_decay=float(r.weight_decay), weight_decay_on=r.weight_decay_on,
-                 random_crop=bool(r.random_crop), flip=bool(r.flip), crop_size=cfg.dataset.crop_size,
-                 seed=int(cfg.seed))
+    return build(cfg.trainer, weight_decay=r.weight_decay, weight_decay_on=r.weight_decay_on,
+                 random_crop=r.random_crop, flip=r.flip, crop_size=cfg.dataset.crop_size, seed=cfg.seed)
 
 
 def run_name(model: str, kind: str, level: float, regularizer: dict[str, Any], seed: int) -> str:
@@ -85,6 +84,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
         t0 = time.perf_counter()
         corrupted = corruption.apply(dataset.load())
+        # An image tree may leave these null: the model is built for what the data holds (the
+        # identity, computed above from the config as given, does not change).
+        cfg.dataset.num_classes, cfg.dataset.input_shape = dataset.num_classes, list(dataset.input_shape)
         torch.manual_seed(int(cfg.seed))
         model = build(cfg.model.net)
         hctx = runner.hydra_context()

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rethink.checks import check, in_range, is_int, is_number
 from rethink.corrupt import CorruptedData
 from rethink.errors import DivergenceError, RethinkError
 from rethink.preprocess import Preprocess
@@ -57,27 +58,39 @@ class TrainSettings:
     checkpoint_every: int | None = 5  # epochs between checkpoints (0 / None: never)
 
     def __post_init__(self) -> None:
-        checks = [
-            ("batch_size", isinstance(self.batch_size, int) and self.batch_size > 0, "an integer > 0"),
-            ("max_epochs", isinstance(self.max_epochs, int) and self.max_epochs > 0, "an integer > 0"),
-            ("eval_batch_size", self.eval_batch_size == "auto" or (isinstance(self.eval_batch_size, int) and self.eval_batch_size > 0),
-             "auto or an integer > 0"),
-            ("target_train_acc", 0 < self.target_train_acc <= 1, "a number in (0, 1]"),
-            ("lr", self.lr > 0, "a number > 0"),
-            ("momentum", 0 <= self.momentum < 1, "a number in [0, 1)"),
-            ("lr_decay", 0 < self.lr_decay <= 1, "a number in (0, 1]"),
-            ("lr_decay_period", self.lr_decay_period is None or (isinstance(self.lr_decay_period, int) and self.lr_decay_period > 0), "null or an integer > 0"),
-            ("patience", self.patience is None or (isinstance(self.patience, int) and self.patience > 0), "null or an integer > 0"),
-            ("checkpoint_every", self.checkpoint_every is None or (isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0), "null or an integer >= 0"),
-            ("device", self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:"), "auto, cpu or cuda"),
-        ]
-        for key, ok, allowed in checks:
-            if not ok:
-                raise RethinkError(f"trainer.{key}={getattr(self, key)!r} is not allowed: use {allowed}")
-        if self.weight_decay < 0 or self.weight_decay_on not in ("weights", "all"):
-            raise RethinkError(
-                f"regularizer.weight_decay={self.weight_decay!r} / weight_decay_on={self.weight_decay_on!r}: use a number >= 0 and weights|all"
-            )
+        """Check the type and range of every value: the first bad one stops with one line."""
+        t, opt_int = "trainer.", "null or an integer > 0"
+        check([
+            (t + "batch_size", self.batch_size, is_int(self.batch_size, 1), "an integer > 0"),
+            (t + "max_epochs", self.max_epochs, is_int(self.max_epochs, 1), "an integer > 0"),
+            (t + "target_train_acc", self.target_train_acc, in_range(self.target_train_acc, 0, 1, low_open=True),
+             "a number in (0, 1]"),
+            (t + "stop_at_target", self.stop_at_target, isinstance(self.stop_at_target, bool), "true or false"),
+            (t + "patience", self.patience, self.patience is None or is_int(self.patience, 1), opt_int),
+            (t + "lr", self.lr, is_number(self.lr) and self.lr > 0, "a finite number > 0"),
+            (t + "momentum", self.momentum, in_range(self.momentum, 0, 1, high_open=True), "a number in [0, 1)"),
+            (t + "lr_decay", self.lr_decay, in_range(self.lr_decay, 0, 1, low_open=True), "a number in (0, 1]"),
+            (t + "lr_decay_period", self.lr_decay_period,
+             self.lr_decay_period is None or is_int(self.lr_decay_period, 1), opt_int),
+            (t + "eval_batch_size", self.eval_batch_size,
+             self.eval_batch_size == "auto" or is_int(self.eval_batch_size, 1), "auto or an integer > 0"),
+            (t + "device", self.device, self.device in ("auto", "cpu", "cuda")
+             or (isinstance(self.device, str) and self.device.removeprefix("cuda:").isdigit()), "auto, cpu or cuda"),
+            (t + "channels_last", self.channels_last,
+             self.channels_last == "auto" or isinstance(self.channels_last, bool), "auto, true or false"),
+            (t + "amp", self.amp, self.amp == "auto" or isinstance(self.amp, bool), "auto, true or false"),
+            (t + "compile", self.compile, isinstance(self.compile, bool), "true or false"),
+            (t + "checkpoint_every", self.checkpoint_every,
+             self.checkpoint_every is None or is_int(self.checkpoint_every, 0), "null or an integer >= 0"),
+            ("regularizer.weight_decay", self.weight_decay, is_number(self.weight_decay) and self.weight_decay >= 0,
+             "a finite number >= 0"),
+            ("regularizer.weight_decay_on", self.weight_decay_on, self.weight_decay_on in ("weights", "all"),
+             "weights or all"),
+            ("regularizer.random_crop", self.random_crop, isinstance(self.random_crop, bool), "true or false"),
+            ("regularizer.flip", self.flip, isinstance(self.flip, bool), "true or false"),
+            ("dataset.crop_size", self.crop_size, self.crop_size is None or is_int(self.crop_size, 1), opt_int),
+            ("seed", self.seed, is_int(self.seed, 0), "an integer >= 0"),
+        ])
         if str(self.device).startswith("cuda") and not torch.cuda.is_available():
             raise RethinkError(f"trainer.device={self.device} but no CUDA device is available: use auto or cpu")
 

@@ -99,3 +99,23 @@ def test_partial_pixel_corruption_touches_about_p_of_the_images():
 def test_bad_corruption_values_are_refused(bad):
     with pytest.raises(RethinkError, match="corruption"):
         Corruption(**bad)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(level=float("nan")), "corruption.level=nan is not allowed: use a number in [0, 1]"),
+    (dict(level=float("inf")), "corruption.level=inf is not allowed: use a number in [0, 1]"),
+    (dict(level="abc"), "corruption.level='abc' is not allowed: use a number in [0, 1]"),
+    (dict(level=True), "corruption.level=True is not allowed: use a number in [0, 1]"),
+    (dict(gaussian_stats="pixel"), "corruption.gaussian_stats='pixel' is not allowed: use global or per_channel"),
+    (dict(seed=-1), "corruption.seed=-1 is not allowed: use an integer >= 0"),
+    (dict(seed="x"), "corruption.seed='x' is not allowed: use an integer >= 0"),  # seed=x: corruption.seed is ${seed}
+    (dict(seed=1.5), "corruption.seed=1.5 is not allowed: use an integer >= 0"),
+])
+def test_bad_corruption_values_name_the_value_and_what_is_allowed(bad, message):
+    with pytest.raises(RethinkError) as e:
+        Corruption(**bad)
+    assert str(e.value) == message
+
+
+def test_integer_levels_become_floats():
+    assert Corruption(level=1).level == 1.0 and isinstance(Corruption(level=0).level, float)

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from rethink.checks import dropout_rate
+
 
 class ConvModule(nn.Sequential):
     """Conv(k, C, s): kxk conv with SAME padding -> BatchNorm (optional) -> ReLU."""
@@ -58,6 +60,7 @@ class SmallInception(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        dropout = dropout_rate(dropout)
         bn = batchnorm
         blocks: list[nn.Module] = [ConvModule(in_shape[0], 96, 3, batchnorm=bn)]
         cin = 96

@@ -5,9 +5,12 @@ from math import prod
 
 from torch import nn
 
+from rethink.checks import dropout_rate
+
 
 def dense_stack(width: int, hidden_sizes: Sequence[int], num_classes: int, dropout: float = 0.0) -> list[nn.Module]:
     """[Linear -> ReLU] per hidden size, optional Dropout, then the Linear output layer."""
+    dropout = dropout_rate(dropout)
     layers: list[nn.Module] = []
     for h in hidden_sizes:
         layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
