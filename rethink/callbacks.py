@@ -12,9 +12,19 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from rethink import lifecycle, track
+from rethink import lifecycle, stores, track
+from rethink.errors import RethinkError
 
 log = logging.getLogger(__name__)
+
+
+def check_store(config: DictConfig) -> None:
+    """Stop the whole run, with one line, when the store is a malformed or read-only SQLite file.
+    (Hydra turns an exception of a callback into a warning and goes on; SystemExit it lets through.)"""
+    try:
+        stores.check(track.tracking_uri(config))
+    except RethinkError as e:
+        raise SystemExit(str(e)) from None
 
 
 class MLflowStoreCallback(Callback):
@@ -25,7 +35,11 @@ class MLflowStoreCallback(Callback):
         self.uri: str | None = None
         self.parent_id: str | None = None
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_store(config)
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_store(config)
         uri = track.tracking_uri(config)
         experiment_id = track.ensure_experiment(uri, config.mlflow.experiment)
         log.info("MLflow store %s, experiment %r (id %s)", uri, config.mlflow.experiment, experiment_id)

@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rethink import stores
 from rethink.identity import param_value
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,9 @@ def client(uri: str):
 
 
 def ensure_experiment(uri: str, name: str) -> str:
-    """Create the store (and its schema) and the experiment if missing; return the experiment id."""
+    """Create the store (and its schema) and the experiment if missing; return the experiment id.
+    A SQLite store that is not a sound SQLite file, or not writable, stops here with one line."""
+    stores.check(uri)
     c = client(uri)
 
     def get_or_create() -> str:
