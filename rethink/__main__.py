@@ -31,6 +31,10 @@ def app(cfg: DictConfig) -> dict[str, float]:
     """One Hydra job: training (task=train, the default) or a theory task (rethink.theory.jobs)."""
     import logging
 
+    from rethink import redact
+
+    redact.install()  # again here: a launcher's worker process does not run main()
+
     # imported here so `--help` and `--cfg` stay fast
     if OmegaConf.select(cfg, "task.name", default="train") == "train":
         from rethink.job import run
@@ -46,6 +50,9 @@ def app(cfg: DictConfig) -> dict[str, float]:
 
 def main() -> None:
     """Console entry (`rethink ...` or `python -m rethink ...`)."""
+    from rethink import redact
+
+    redact.install()  # before Hydra logs the overrides: credentials in mlflow.tracking_uri become ***
     sys.argv = sys.argv[:1] + normalize_argv(sys.argv[1:])
     app()
 

@@ -259,3 +259,28 @@ def test_a_corrupted_checkpoint_is_set_aside_and_the_job_trains_afresh(tmp_path,
     assert "resumes" not in fresh.data.tags
     assert [s for s, _ in history(uri, fresh.info.run_id, "test/acc")] == [2 * e for e in range(1, epochs + 1)]
 
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_credentials_in_the_tracking_uri_appear_in_no_param_tag_artifact_or_console_line(
+        tmp_path, data_root, mlflow_server, launcher):
+    password = "hunter2"
+    uri = mlflow_server.replace("http://", f"http://alice:{password}@")
+    # One job diverges: Hydra's failure report (overrides, exception) goes to the console too.
+    res = run_cli(["-m", *LAUNCHERS.get(launcher, []), "trainer.lr=1e9,0.01", *TINY, "trainer.max_epochs=2",
+                   f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path, data_root, uri=uri, env=ONE_THREAD)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and "sweep: 1 jobs FINISHED, 1 FAILED/KILLED, 0 skipped" in out, out[-3000:]
+    assert "Error executing job with overrides" in out and "http://***@127.0.0.1" in out
+    assert password not in out
+    parents, children = sweep_runs(mlflow_server)
+    assert len(parents) == 1 and len(children) == 2
+    for r in parents + children:
+        assert password not in repr(r.data.params) + repr(r.data.tags), r.info.run_name
+    for r in children:
+        assert r.data.params["mlflow.tracking_uri"] == mlflow_server.replace("http://", "http://***@")
+        assert "mlflow.tracking_uri=http\\://***@" in r.data.tags["overrides"]
+        for artifact in ("config.yaml", "overrides.yaml"):
+            local = mlflow.artifacts.download_artifacts(run_id=r.info.run_id, artifact_path=artifact,
+                                                        dst_path=str(tmp_path), tracking_uri=mlflow_server)
+            text = open(local).read()
+            assert password not in text and "***@127.0.0.1" in text, artifact
