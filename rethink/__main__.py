@@ -71,6 +71,9 @@ def watch_launcher() -> None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def app(cfg: DictConfig) -> dict[str, float]:
     """One Hydra job: training (task=train, the default) or a theory task (rethink.theory.jobs)."""
+    from rethink import redact
+
+    redact.install()  # again here: a launcher's worker process does not run main()
     handle_signals()
     watch_launcher()
     # imported here so `--help` and `--cfg` stay fast
@@ -89,6 +92,9 @@ def app(cfg: DictConfig) -> dict[str, float]:
 def main() -> None:
     """Console entry (`rethink ...` or `python -m rethink ...`): one line, not a traceback, when
     interrupted (Ctrl-C, SIGTERM) or when a parallel job's worker process dies."""
+    from rethink import redact
+
+    redact.install()  # before Hydra logs the overrides: credentials in mlflow.tracking_uri become ***
     sys.argv = sys.argv[:1] + normalize_argv(sys.argv[1:])
     handle_signals()
     try:

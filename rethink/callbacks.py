@@ -12,10 +12,20 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from rethink import lifecycle, track
+from rethink import lifecycle, stores, track
+from rethink.errors import RethinkError
 
 log = logging.getLogger(__name__)
 LAUNCHER_ENV = "RETHINK_LAUNCHER"  # `process_id()` of the process that launched the sweep
+
+
+def check_store(config: DictConfig) -> None:
+    """Stop the whole run, with one line, when the store is a malformed or read-only SQLite file.
+    (Hydra turns an exception of a callback into a warning and goes on; SystemExit it lets through.)"""
+    try:
+        stores.check(track.tracking_uri(config))
+    except RethinkError as e:
+        raise SystemExit(str(e)) from None
 
 
 class MLflowStoreCallback(Callback):
@@ -26,9 +36,13 @@ class MLflowStoreCallback(Callback):
         self.uri: str | None = None
         self.parent_id: str | None = None
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_store(config)
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exception into a warning and runs the sweep anyway, without its
         # parent run: stop here instead, loudly (SystemExit passes through Hydra's callback guard).
+        check_store(config)
         try:
             self._open(config)
         except Exception as e:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rethink import track
+from rethink import checkpoint, track
 from rethink.errors import RethinkError
 
 log = logging.getLogger(__name__)
@@ -89,28 +89,19 @@ def checkpoint_dir(uri: str, configured: str | None = None) -> Path:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write atomically, with a checksum (`rethink.checkpoint`): a kill mid-write leaves the previous
+    checkpoint intact, and a file altered afterwards is never resumed from."""
+    checkpoint.write(path, state, owner=process_id())
 
 
 def load_checkpoint(path: Path) -> dict | None:
-    """A checkpoint written by `save_checkpoint`, or None when there is none (or it is unreadable)."""
-    import torch
-
+    """A checkpoint written by `save_checkpoint`, or None when there is none (or it fails its checks)."""
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a corrupt file must not stop the job: it trains from the start instead
-        log.warning("ignoring unreadable checkpoint %s: %s", path, e)
+        return checkpoint.read(path)
+    except (checkpoint.CheckpointError, OSError) as e:  # a bad file must not stop the job: it trains afresh
+        log.warning("ignoring checkpoint %s: %s", path, e)
         return None
 
 
@@ -156,6 +147,11 @@ def claim(lock_dir: Path, identity: str) -> Iterator[None]:
                 path.unlink()
 
 
+def remove_stale_tmp(folder: Path) -> None:
+    """Delete the temporary checkpoint files of dead writers (this host), or older than an hour (any host)."""
+    checkpoint.remove_stale_tmp(folder, gone=lambda owner: process_alive(owner) is False)
+
+
 # --- skip and resume ---
 
 
@@ -188,13 +184,22 @@ def find_resumable(uri: str, experiment_id: str, identity: str, ckpt_file: Path)
     if live := [r for r in unfinished if r.info.status == "RUNNING" and not is_stale(r)]:
         raise RethinkError(f"an identical job (config {identity}) is running now as run {live[0].info.run_id} "
                            f"(process {live[0].data.tags.get('process')}): wait for it, or rerun=true to train a second copy")
-    state = load_checkpoint(ckpt_file) if unfinished else None
+    state, unusable = (checkpoint.load_verified(ckpt_file, identity, {r.info.run_id for r in unfinished})
+                       if unfinished else (None, None))
     resumed = next((r for r in unfinished if state and r.info.run_id == state.get("run_id")), None)
     for r in unfinished:
         if r is not resumed and r.info.status == "RUNNING":
             mark_killed(uri, r.info.run_id, "its process is gone (killed?) and it left no checkpoint to resume; "
                                             "the job was trained again in a new run")
+    if unusable:  # most likely the newest interrupted run's: it cannot be continued
+        mark_killed(uri, unfinished[0].info.run_id, unusable_reason(unusable, unfinished[0]))
     return Resume(resumed, state) if resumed else None
+
+
+def unusable_reason(unusable: str, run) -> str:
+    """The reason a run is KILLED when its checkpoint could not be used (and what interrupted it)."""
+    before = run.data.tags.get("failure_reason")
+    return f"{unusable}: the job was trained again in a new run" + (f" (interrupted by: {before})" if before else "")
 
 
 # --- the sweep's parent run ---

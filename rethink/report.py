@@ -19,6 +19,7 @@ import pandas as pd
 
 from rethink import plots, track
 from rethink.plots import plt
+from rethink.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +281,7 @@ def write_report(uri: str, out: Path, experiment: str = "rethink", scale: str | 
     out.mkdir(parents=True, exist_ok=True)
     df = load_runs(uri, experiment, scale)
     if df.empty:
-        raise SystemExit(f"no FINISHED CIFAR-10 runs in {uri} (experiment {experiment!r}, scale {scale or 'any'})")
+        raise SystemExit(f"no FINISHED CIFAR-10 runs in {redact(uri)} (experiment {experiment!r}, scale {scale or 'any'})")
     written: list[Path] = []
     t1, t4, f1 = table1(df), table4(df), fig1_frame(df)
     for name, frame in (("table1", t1), ("table4", t4), ("fig1bc", f1)):

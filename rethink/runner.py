@@ -93,6 +93,8 @@ def run_job(spec: JobSpec, prepare: Callable[[], Plan]) -> dict[str, float]:
                 track.set_run_tags(spec.uri, parent, {f"skipped.{job_num}": done["run_id"]})
             return done["metrics"]
         ckpt = where / f"{spec.identity}.pt" if spec.resumable else None
+        if ckpt:
+            lifecycle.remove_stale_tmp(where)
         resume = lifecycle.find_resumable(spec.uri, experiment_id, spec.identity, ckpt) if ckpt and not spec.rerun else None
 
         plan = prepare()

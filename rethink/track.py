@@ -20,7 +20,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rethink import stores
 from rethink.identity import param_value
+from rethink.redact import redact, redact_values, split_credentials
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,7 +71,16 @@ def client(uri: str):
         logging.getLogger(name).setLevel(logging.WARNING)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return mlflow.MlflowClient(tracking_uri=uri)
+    return mlflow.MlflowClient(tracking_uri=mlflow_uri(uri))
+
+
+def mlflow_uri(uri: str) -> str:
+    """`uri` as MLflow gets it: credentials in it (`http://user:pass@host`) go to MLflow through
+    MLFLOW_TRACKING_USERNAME / _PASSWORD instead, so no URL MLflow prints or raises carries them."""
+    bare, user, password = split_credentials(uri)
+    if user is not None and password is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = user, password
+    return bare
 
 
 @contextmanager
@@ -92,7 +103,9 @@ def store_lock(uri: str) -> Iterator[None]:
 
 
 def ensure_experiment(uri: str, name: str) -> str:
-    """Create the store (and its schema) and the experiment if missing; return the experiment id."""
+    """Create the store (and its schema) and the experiment if missing; return the experiment id.
+    A SQLite store that is not a sound SQLite file, or not writable, stops here with one line."""
+    stores.check(uri)
     with store_lock(uri):
         c = client(uri)
 
@@ -139,7 +152,7 @@ def get_run(uri: str, run_id: str):
 
 def create_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, Any]) -> str:
     """A new RUNNING run; returns its id."""
-    tags = {k: str(v) for k, v in tags.items()}
+    tags = {k: redact(str(v)) for k, v in tags.items()}
     return retry(lambda: client(uri).create_run(experiment_id, run_name=run_name, tags=tags), what="create run").info.run_id
 
 
@@ -151,7 +164,7 @@ def set_run_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
     """Tags on any run (e.g. a job noting on the parent run that it was skipped)."""
     from mlflow.entities import RunTag
 
-    retry(lambda: client(uri).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]), what="set tags")
+    retry(lambda: client(uri).log_batch(run_id, tags=[RunTag(k, redact(str(v))) for k, v in tags.items()]), what="set tags")
 
 
 def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
@@ -173,7 +186,7 @@ def runs_frame(uri: str, experiment: str, filter_string: str = ""):
         import pandas as pd
 
         return pd.DataFrame()
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(mlflow_uri(uri))
     return retry(lambda: mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=filter_string,
                                             output_format="pandas"), what="search runs")
 
@@ -254,14 +267,14 @@ class JobRun:
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        batch = [Param(k, param_value(v)[:6000]) for k, v in params.items()]
+        batch = [Param(k, redact(param_value(v))[:6000]) for k, v in params.items()]
         retry(lambda: self.client.log_batch(self.run_id, params=batch), what="log params")  # MLflow chunks by 100
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         set_run_tags(self.uri, self.run_id, tags)
 
     def log_dict(self, obj: Any, path: str) -> None:
-        self.client.log_dict(self.run_id, obj, path)
+        self.client.log_dict(self.run_id, redact_values(obj), path)
 
     def log_figure(self, fig: Any, path: str) -> None:
         self.client.log_figure(self.run_id, fig, path)

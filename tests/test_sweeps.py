@@ -210,3 +210,82 @@ def test_a_job_killed_before_its_first_checkpoint_is_trained_again_in_a_new_run(
     assert "no checkpoint" in runs[first.info.run_id].data.tags["failure_reason"]
     (again,) = [r for r in runs.values() if r.info.run_id != first.info.run_id]
     assert again.info.status == "FINISHED" and again.data.tags["config_hash"] == first.data.tags["config_hash"]
+
+
+def test_a_corrupted_checkpoint_is_set_aside_and_the_job_trains_afresh(tmp_path, data_root):
+    from rethink import lifecycle
+
+    uri, epochs = sqlite_uri(tmp_path), 120
+    args = [f"trainer.max_epochs={epochs}", "trainer.checkpoint_every=5", "trainer.stop_at_target=false", *TINY]
+    log = open(tmp_path / "run1.log", "w")
+    proc = subprocess.Popen(cli_cmd(args, tmp_path), cwd=tmp_path, env=cli_env(data_root, **ONE_THREAD), stdout=log,
+                            stderr=subprocess.STDOUT)
+    ckpts = tmp_path / "mlruns" / "checkpoints"
+    try:
+        (ckpt,) = wait_for("a checkpoint", proc=proc, ok=lambda: list(ckpts.glob("*.pt")))
+        (running,) = sweep_runs(uri)[1]
+        os.kill(proc.pid, signal.SIGKILL)  # a single job runs in the launching process
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    assert running.data.tags["process"].split(":")[1] == str(proc.pid)
+    # Flip one byte of the weights (torch.load would still accept the file) and leave temporary
+    # files behind as interrupted writes do: two of dead writers, one of a live process.
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    ckpt.write_bytes(bytes(data))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    old = time.time() - 7200
+    dead, legacy, live = (ckpts / f".{ckpt.name}.{socket.gethostname()}:{gone.pid}:1.tmp",
+                          ckpts / f".{ckpt.name}.4242.tmp", ckpts / f".{ckpt.name}.{lifecycle.process_id()}.tmp")
+    for f in (dead, legacy, live):
+        f.write_bytes(b"partial")
+    os.utime(legacy, (old, old))
+
+    res = run_cli(args, tmp_path, data_root, uri=uri, env=ONE_THREAD)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert "resuming run" not in out and "diverged" not in out
+    assert f"checkpoint {ckpt} is unusable (its checksum does not match" in out and "trains afresh" in out
+    assert "removed 2 temporary checkpoint file(s)" in out
+    assert not dead.exists() and not legacy.exists() and live.exists()
+    assert (ckpts / f"{ckpt.name}.corrupt").is_file() and not ckpt.exists()  # set aside; the new one removed once FINISHED
+    runs = {r.info.run_id: r for r in sweep_runs(uri)[1]}
+    killed = runs.pop(running.info.run_id)
+    assert killed.info.status == "KILLED"
+    assert "unusable (its checksum does not match" in killed.data.tags["failure_reason"]
+    assert "trained again in a new run" in killed.data.tags["failure_reason"]
+    (fresh,) = runs.values()
+    assert fresh.info.status == "FINISHED" and fresh.data.tags["config_hash"] == killed.data.tags["config_hash"]
+    assert "resumes" not in fresh.data.tags
+    assert [s for s, _ in history(uri, fresh.info.run_id, "test/acc")] == [2 * e for e in range(1, epochs + 1)]
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_credentials_in_the_tracking_uri_appear_in_no_param_tag_artifact_or_console_line(
+        tmp_path, data_root, mlflow_server, launcher):
+    password = "hunter2"
+    uri = mlflow_server.replace("http://", f"http://alice:{password}@")
+    # One job diverges: Hydra's failure report (overrides, exception) goes to the console too.
+    res = run_cli(["-m", *LAUNCHERS.get(launcher, []), "trainer.lr=1e9,0.01", *TINY, "trainer.max_epochs=2",
+                   f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path, data_root, uri=uri, env=ONE_THREAD)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and "sweep: 1 jobs FINISHED, 1 FAILED/KILLED, 0 skipped" in out, out[-3000:]
+    assert "Error executing job with overrides" in out and "http://***@127.0.0.1" in out
+    assert password not in out
+    parents, children = sweep_runs(mlflow_server)
+    assert len(parents) == 1 and len(children) == 2
+    for r in parents + children:
+        assert password not in repr(r.data.params) + repr(r.data.tags), r.info.run_name
+    for r in children:
+        assert r.data.params["mlflow.tracking_uri"] == mlflow_server.replace("http://", "http://***@")
+        assert "mlflow.tracking_uri=http\\://***@" in r.data.tags["overrides"]
+        for artifact in ("config.yaml", "overrides.yaml"):
+            local = mlflow.artifacts.download_artifacts(run_id=r.info.run_id, artifact_path=artifact,
+                                                        dst_path=str(tmp_path), tracking_uri=mlflow_server)
+            text = open(local).read()
+            assert password not in text and "***@127.0.0.1" in text, artifact
