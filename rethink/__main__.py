@@ -91,7 +91,7 @@ def app(cfg: DictConfig) -> dict[str, float]:
 
 def main() -> None:
     """Console entry (`rethink ...` or `python -m rethink ...`): one line, not a traceback, when
-    interrupted (Ctrl-C, SIGTERM) or when a parallel job's worker process dies."""
+    interrupted (Ctrl-C, SIGTERM)."""
     from rethink import redact
 
     redact.install()  # before Hydra logs the overrides: credentials in mlflow.tracking_uri become ***
@@ -104,12 +104,6 @@ def main() -> None:
         print(f"rethink: {how}: open runs were ended KILLED and keep their checkpoints; run the same command "
               "again to resume", file=sys.stderr)
         sys.exit(143 if isinstance(e, Terminated) else 130)
-    except Exception as e:
-        if type(e).__name__ != "TerminatedWorkerError":  # joblib: a worker process was killed
-            raise
-        print("rethink: a parallel job's worker process died (killed? out of memory?): the sweep stopped; its "
-              "runs are marked KILLED; run the same command again to resume", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":
