@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -68,7 +69,12 @@ def watch_launcher() -> None:
         threading.Thread(target=watch, daemon=True, name="rethink-launcher-watch").start()
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+# An absolute path: `python -m rethink` and the installed `rethink` console script (whose calling
+# module is not `__main__`, which makes Hydra look for a `rethink.conf` Python package) find the same configs.
+CONF = str(Path(__file__).resolve().parent / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="config")
 def app(cfg: DictConfig) -> dict[str, float]:
     """One Hydra job: training (task=train, the default) or a theory task (rethink.theory.jobs)."""
     from rethink import redact

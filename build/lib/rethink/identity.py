@@ -1,0 +1,73 @@
+"""A job's identity: the hash of what it computes, so a re-run sweep can skip or resume it.
+
+The identity is the sha256 of the flattened resolved config, less the keys listed in
+`NON_IDENTITY_KEYS` (where results go, how fast they are computed). Adding a config key that
+does not change results must add it there too, or every FINISHED job would be trained again:
+`tests/test_identity.py` pins the hashes of stored runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+# Keys (and the subtrees under them) that do not change what a training job computes.
+NON_IDENTITY_KEYS = ("mlflow", "rerun", "paths", "model.cpu", "sweep_levels", "trainer.device", "trainer.compile",
+                     "trainer.eval_batch_size", "trainer.checkpoint_every", "checkpoint_dir")
+
+
+def flatten(cfg: DictConfig | dict) -> dict[str, Any]:
+    """The resolved config as {dotted.key: value}, without Hydra's own node and `_target_`s."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k != "_target_":
+                    walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg, "")
+    return out
+
+
+def param_value(v: Any) -> str:
+    """Numbers as floats ("0" and "0.0" must not be two values), lists as JSON: the hashed form."""
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, int | float):
+        return repr(float(v))
+    if isinstance(v, list | tuple):
+        return json.dumps(v)
+    return str(v)
+
+
+def hash_values(flat: dict[str, Any]) -> str:
+    """The identity of a flat {key: value} mapping (order does not matter)."""
+    blob = json.dumps({k: param_value(v) for k, v in sorted(flat.items())}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def without(flat: dict[str, Any], skip: tuple[str, ...]) -> dict[str, Any]:
+    """`flat` less every key equal to, or under, one of `skip`."""
+    return {k: v for k, v in flat.items() if not any(k == p or k.startswith(p + ".") for p in skip)}
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A training job's identity: its resolved config less `NON_IDENTITY_KEYS`.
+
+    The `task` node is left out too for training jobs, so adding the task group did not change
+    the identity of runs recorded before it existed.
+    """
+    flat = flatten(cfg)
+    skip = NON_IDENTITY_KEYS + (("task",) if flat.get("task.name", "train") == "train" else ())
+    return hash_values(without(flat, skip))
+
+
+def task_hash(task: DictConfig, non_identity: tuple[str, ...]) -> str:
+    """A theory job's identity: its `task` node less the keys that do not change results."""
+    return hash_values({f"task.{k}": v for k, v in without(flatten(task), non_identity).items()})

@@ -1,0 +1,86 @@
+"""The paper's preprocessing as batched tensor ops: crop, scale to [0,1], per-image whitening.
+
+Runs wherever the tensors are (CPU or GPU). Without random crop / flip the result is the same every
+epoch, so the training loop computes it once for the whole data set.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def to_unit(x: Tensor) -> Tensor:
+    """uint8 (or float on the 0..255 scale) -> float32 in [0, 1]."""
+    return x.float() / 255.0
+
+
+def whiten(x: Tensor) -> Tensor:
+    """Per-image standardization: (x - mean) / max(std, 1/sqrt(N)), population std over the image.
+
+    This is TensorFlow's `per_image_standardization`, which the paper's code used.
+    """
+    flat = x.flatten(1)
+    mean = flat.mean(dim=1, keepdim=True)
+    std = flat.std(dim=1, correction=0, keepdim=True).clamp_min(1.0 / math.sqrt(flat.shape[1]))
+    return ((flat - mean) / std).view_as(x)
+
+
+def center_crop(x: Tensor, size: int | None) -> Tensor:
+    """The central size x size window (no-op for None or for images of that size)."""
+    if size is None:
+        return x
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
+def random_crop(x: Tensor, size: int, generator: torch.Generator | None = None) -> Tensor:
+    """An independent uniformly placed size x size window for each image of the batch."""
+    n, c, h, w = x.shape
+    dev = x.device
+    top = torch.randint(h - size + 1, (n,), generator=generator, device=dev)
+    left = torch.randint(w - size + 1, (n,), generator=generator, device=dev)
+    ar = torch.arange(size, device=dev)
+    rows = (top[:, None] + ar)[:, None, :, None]        # n,1,size,1
+    cols = (left[:, None] + ar)[:, None, None, :]       # n,1,1,size
+    return x[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None], rows, cols]
+
+
+def random_flip(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Mirror each image horizontally with probability 1/2."""
+    flip = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+class Preprocess:
+    """Train-time and test-time preprocessing for one configuration."""
+
+    def __init__(self, crop_size: int | None, random_crop: bool = False, flip: bool = False) -> None:
+        self.crop_size, self.random_crop, self.flip = crop_size, random_crop, flip
+        if random_crop and crop_size is None:
+            from rethink.errors import RethinkError
+
+            raise RethinkError("regularizer.random_crop=true needs dataset.crop_size (the window size)")
+
+    @property
+    def augments(self) -> bool:
+        """Whether training batches differ between epochs (so they cannot be precomputed)."""
+        return self.random_crop or self.flip
+
+    def test(self, x: Tensor) -> Tensor:
+        """Centre crop, scale, whiten."""
+        return whiten(to_unit(center_crop(x, self.crop_size)))
+
+    def train(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Random (or centre) crop, optional flip, scale, whiten."""
+        x = random_crop(x, self.crop_size, generator) if self.random_crop else center_crop(x, self.crop_size)
+        if self.flip:
+            x = random_flip(x, generator)
+        return whiten(to_unit(x))
+
+    def test_all(self, x: Tensor, chunk: int = 8192) -> Tensor:
+        """`test` over a whole data set, in chunks to bound the float temporaries."""
+        return torch.cat([self.test(x[i : i + chunk]) for i in range(0, len(x), chunk)])

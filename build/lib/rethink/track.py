@@ -1,0 +1,319 @@
+"""MLflow I/O: the store, runs, params, metrics, tags and artifacts. The one module that talks to MLflow.
+
+Uses `MlflowClient` with explicit run ids (no global active-run stack), so several jobs in one
+process (Hydra's basic launcher) never log into each other's runs. Metrics go through MLflow's own
+asynchronous logging (`log_batch(..., synchronous=False)`); a batch that fails there (e.g. SQLite's
+"database is locked") is written again synchronously with retries, and one that still fails stops
+the job: a run never ends FINISHED with metrics missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rethink import stores
+from rethink.identity import param_value
+from rethink.redact import redact, redact_values, split_credentials
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# One async writer thread per process: batches reach the store in the order they were logged, and
+# a single writer never contends with itself for SQLite's lock. Read by MLflow when the queue starts.
+os.environ.setdefault("MLFLOW_ASYNC_LOGGING_THREADPOOL_SIZE", "1")
+
+
+def default_tracking_uri() -> str:
+    """sqlite:///<cwd>/mlruns/mlflow.db (absolute, so every job of a sweep hits the same file)."""
+    return f"sqlite:///{(Path.cwd() / 'mlruns' / 'mlflow.db').resolve()}"
+
+
+def tracking_uri(cfg) -> str:
+    """The configured tracking URI (`mlflow.tracking_uri`), or the default store."""
+    return cfg.mlflow.tracking_uri or default_tracking_uri()
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store go next to the DB file; a server decides its own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def retry(fn: Callable[[], T], attempts: int = 8, what: str = "mlflow call") -> T:
+    """Run `fn`, retrying with backoff when SQLite reports contention ("database is locked")."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as e:
+            if "locked" not in str(e) and "busy" not in str(e).lower() or i == attempts - 1:
+                raise
+            delay = 0.05 * 2**i
+            log.warning("%s: %s; retrying in %.2fs", what, str(e).splitlines()[0], delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def client(uri: str):
+    """An MlflowClient for `uri`, quieting the store's migration chatter."""
+    import mlflow
+
+    for name in ("alembic", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return mlflow.MlflowClient(tracking_uri=mlflow_uri(uri))
+
+
+def mlflow_uri(uri: str) -> str:
+    """`uri` as MLflow gets it: credentials in it (`http://user:pass@host`) go to MLflow through
+    MLFLOW_TRACKING_USERNAME / _PASSWORD instead, so no URL MLflow prints or raises carries them."""
+    bare, user, password = split_credentials(uri)
+    if user is not None and password is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = user, password
+    return bare
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock next to a SQLite store while it is created or migrated: two sweeps
+    starting together on a new store must not both run the schema migrations (one loses)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """Create the store (and its schema) and the experiment if missing; return the experiment id.
+    A SQLite store that is not a sound SQLite file, or not writable, stops here with one line."""
+    stores.check(uri)
+    with store_lock(uri):
+        c = client(uri)
+
+        def get_or_create() -> str:
+            exp = c.get_experiment_by_name(name)
+            if exp is not None:
+                return exp.experiment_id
+            try:
+                return c.create_experiment(name, artifact_location=artifact_root(uri))
+            except Exception:
+                exp = c.get_experiment_by_name(name)  # created by a concurrent job meanwhile
+                if exp is None:
+                    raise
+                return exp.experiment_id
+
+        return retry(get_or_create, what="create experiment")
+
+
+@cache
+def git_commit() -> str:
+    """The commit of the code that runs (empty when not in a git checkout)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+# --- runs by id (the lifecycle's reads and writes) ---
+
+
+def search(uri: str, experiment_id: str, filter_string: str, newest_first: bool = False, max_results: int = 1000) -> list:
+    """Runs of one experiment matching an MLflow filter string."""
+    c = client(uri)
+    order = ["attributes.start_time DESC"] if newest_first else None
+    return retry(lambda: c.search_runs([experiment_id], filter_string=filter_string, order_by=order,
+                                       max_results=max_results), what="search runs")
+
+
+def get_run(uri: str, run_id: str):
+    return retry(lambda: client(uri).get_run(run_id), what="get run")
+
+
+def create_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, Any]) -> str:
+    """A new RUNNING run; returns its id."""
+    tags = {k: redact(str(v)) for k, v in tags.items()}
+    return retry(lambda: client(uri).create_run(experiment_id, run_name=run_name, tags=tags), what="create run").info.run_id
+
+
+def end_run(uri: str, run_id: str, status: str) -> None:
+    retry(lambda: client(uri).set_terminated(run_id, status=status), what="end run")
+
+
+def set_run_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
+    """Tags on any run (e.g. a job noting on the parent run that it was skipped)."""
+    from mlflow.entities import RunTag
+
+    retry(lambda: client(uri).log_batch(run_id, tags=[RunTag(k, redact(str(v))) for k, v in tags.items()]), what="set tags")
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    """Metrics written now (synchronously), e.g. a sweep's counts on its parent run."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    retry(lambda: client(uri).log_batch(run_id, metrics=batch), what="log metrics")
+
+
+def runs_frame(uri: str, experiment: str, filter_string: str = ""):
+    """`mlflow.search_runs` over one experiment by name, as a pandas DataFrame (empty if none)."""
+    import mlflow
+
+    c = client(uri)
+    exp = retry(lambda: c.get_experiment_by_name(experiment), what="get experiment")
+    if exp is None:
+        import pandas as pd
+
+        return pd.DataFrame()
+    mlflow.set_tracking_uri(mlflow_uri(uri))
+    return retry(lambda: mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=filter_string,
+                                            output_format="pandas"), what="search runs")
+
+
+def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of every logged value of one metric."""
+    return [(m.step, m.value) for m in retry(lambda: client(uri).get_metric_history(run_id, key), what="metric history")]
+
+
+class JobRun:
+    """One open MLflow run: asynchronous metric batches, params, tags, artifacts."""
+
+    def __init__(self, uri: str, run_id: str) -> None:
+        self.uri, self.run_id, self.client = uri, run_id, client(uri)
+        self.log_seconds = 0.0  # time the training thread spent handing metrics over
+        self.logged_through: dict[str, int] = {}  # resumed run: last step already logged, per metric
+        self._pending: list[tuple[list, Any]] = []  # (batch, RunOperations) not yet known to be written
+
+    def _settle(self, wait: bool) -> None:
+        """Check the async writes (all, waiting, when `wait`); write a failed batch again with retries."""
+        keep = []
+        for batch, ops in self._pending:
+            if not wait and not all(f.done() for f in ops._operation_futures):
+                keep.append((batch, ops))
+                continue
+            try:
+                ops.wait()
+            except Exception as e:  # the async writer does not retry: do it here, or fail the job
+                log.warning("async metric write failed (%s); writing the batch again", str(e).splitlines()[0][:200])
+                retry(lambda b=batch: self.client.log_batch(self.run_id, metrics=b), what="log metrics")
+        self._pending = keep
+
+    def flush(self) -> None:
+        """Wait until every logged metric is in the store; raise if one could not be written."""
+        self._settle(wait=True)
+
+    def missing_steps(self, expected: dict[str, list[int]]) -> dict[str, list[int]]:
+        """Per metric, the expected steps that are not in the store (after waiting for every write)."""
+        self.flush()
+        missing = {}
+        for key, steps in expected.items():
+            have = {step for step, _ in metric_history(self.uri, self.run_id, key)}
+            if lost := sorted(set(steps) - have):
+                missing[key] = lost
+        return missing
+
+    def skip_logged_steps(self) -> None:
+        """A resumed run replays the epochs since its last checkpoint: log only steps not yet logged."""
+        keys = retry(lambda: self.client.get_run(self.run_id), what="get run").data.metrics
+        for k in keys:
+            hist = retry(lambda k=k: self.client.get_metric_history(self.run_id, k), what="metric history")
+            self.logged_through[k] = max((m.step for m in hist), default=-1)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """All metrics of one step in one asynchronous batch (non-finite values are left out)."""
+        t0 = time.perf_counter()
+        self._send([(k, v, step) for k, v in metrics.items()])
+        self.log_seconds += time.perf_counter() - t0
+
+    def log_series(self, series: dict[str, list[float]]) -> None:
+        """Per-step values (step = position in the list), e.g. a theory job's trace, in one batch."""
+        self._send([(k, v, step) for k, values in series.items() for step, v in enumerate(values)])
+
+    def _send(self, points: list[tuple[str, Any, int]]) -> None:
+        """Queue (key, value, step) points with MLflow's async logging; steps already logged are left out."""
+        from mlflow.entities import Metric
+
+        self._settle(wait=False)
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v, step in points
+                 if v is not None and math.isfinite(float(v)) and step > self.logged_through.get(k, -1)]
+        if not batch:
+            return
+        for m in batch:
+            self.logged_through[m.key] = max(m.step, self.logged_through.get(m.key, -1))
+        self._pending.append((batch, self.client.log_batch(self.run_id, metrics=batch, synchronous=False)))
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        batch = [Param(k, redact(param_value(v))[:6000]) for k, v in params.items()]
+        retry(lambda: self.client.log_batch(self.run_id, params=batch), what="log params")  # MLflow chunks by 100
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        set_run_tags(self.uri, self.run_id, tags)
+
+    def log_dict(self, obj: Any, path: str) -> None:
+        self.client.log_dict(self.run_id, redact_values(obj), path)
+
+    def log_figure(self, fig: Any, path: str) -> None:
+        self.client.log_figure(self.run_id, fig, path)
+
+    def log_artifact(self, local_path: str | Path) -> None:
+        self.client.log_artifact(self.run_id, str(local_path))
+
+
+@contextmanager
+def start_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, Any],
+              resume_run_id: str | None = None) -> Iterator[JobRun]:
+    """Open a run (or reopen `resume_run_id` as RUNNING); end it FINISHED once every metric is
+    written, or FAILED (KILLED on Ctrl-C) with the reason as tag `failure_reason`, then re-raise."""
+    c = client(uri)
+    if resume_run_id:
+        retry(lambda: c.update_run(resume_run_id, status="RUNNING"), what="reopen run")
+        run = JobRun(uri, resume_run_id)
+        before = get_run(uri, resume_run_id).data.tags
+        if "failure_reason" in before:  # the reason of the interruption no longer describes the run
+            tags = tags | {"interrupted_by": before["failure_reason"]}
+            retry(lambda: c.delete_tag(resume_run_id, "failure_reason"), what="delete tag")
+        run.set_tags(tags)
+        run.skip_logged_steps()
+    else:
+        run = JobRun(uri, create_run(uri, experiment_id, run_name, tags))
+    try:
+        yield run
+        run.flush()
+    except BaseException as e:
+        try:
+            run.flush()  # what was measured before the failure still lands
+        except Exception as e3:
+            log.error("could not write all metrics of run %s: %s", run.run_id, e3)
+        reason = f"{type(e).__name__}: {e}".splitlines()[0][:5000]
+        status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+        try:
+            run.set_tags({"failure_reason": reason})
+            end_run(uri, run.run_id, status)
+        except Exception as e2:  # the original error matters more than a failed status write
+            log.error("could not mark run %s %s: %s", run.run_id, status, e2)
+        raise
+    end_run(uri, run.run_id, "FINISHED")
