@@ -61,7 +61,7 @@ def watch_launcher() -> None:
             time.sleep(2)
         logging.getLogger("rethink").error("the sweep's launching process is gone: ending this job")
         os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(60)  # its run had a minute to end KILLED
+        time.sleep(15)  # time for its run to end KILLED; then the worker, idle under a dead launcher, goes too
         os._exit(1)
 
     if not getattr(watch_launcher, "started", False):

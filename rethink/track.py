@@ -83,6 +83,14 @@ def mlflow_uri(uri: str) -> str:
     return bare
 
 
+def run_link(uri: str, experiment_id: str, run_id: str) -> str:
+    """Where a person sees the run: the server's run page, or for a SQLite store the page `make ui` serves."""
+    page = f"#/experiments/{experiment_id}/runs/{run_id}"
+    if uri.startswith(("http://", "https://")):
+        return f"{split_credentials(uri)[0].rstrip('/')}/{page}"
+    return f"browse with `make ui` at http://127.0.0.1:5000/{page}"
+
+
 @contextmanager
 def store_lock(uri: str) -> Iterator[None]:
     """Hold an exclusive lock next to a SQLite store while it is created or migrated: two sweeps

@@ -31,7 +31,10 @@ def test_multirun_corruption_levels_write_finished_runs(tmp_path, data_root):
     assert [m.step for m in history] == [3, 6, 9]  # 300 images / 128 = 3 steps per epoch, 3 epochs
     artifacts = {a.path for a in client.list_artifacts(random["run_id"])}
     assert {"config.yaml", "overrides.yaml", "learning_curve.png", "final_metrics.json"} <= artifacts
-    assert "epoch" in res.stderr + res.stdout and "train_acc" in res.stderr + res.stdout  # per-epoch table
+    out = res.stderr + res.stdout
+    assert "epoch" in out and "train_acc" in out and " 3/3 " in out  # per-epoch table, epoch N/max
+    assert f"MLflow run {random['run_id']}, browse with `make ui` at http://127.0.0.1:5000/#/experiments/" in out
+    assert f"(run {random['run_id']} FINISHED)" in out
 
     # Re-running the same sweep skips the FINISHED jobs instead of training again.
     again = run_cli(["-m", "corruption=0,1.0", *TINY, f"hydra.sweep.dir={tmp_path}/sweep2"], tmp_path, data_root)

@@ -67,7 +67,7 @@ def finish(proc: subprocess.Popen, log, timeout: float = 300) -> int:
 
 
 def test_tracking_server_outage_fails_the_job_and_the_resumed_run_is_complete(tmp_path, data_root):
-    store, port, epochs = tmp_path / "server", free_port(), 60
+    store, port, epochs = tmp_path / "server", free_port(), 30
     uri = f"http://127.0.0.1:{port}"
     env = ONE_THREAD | {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
     args = [*LONG, f"trainer.max_epochs={epochs}"]

@@ -240,3 +240,9 @@ def test_resume_from_a_checkpoint_file_continues_the_uninterrupted_run(tmp_path,
     assert without_times(resumed.history) == without_times(full.history)
     assert (resumed.stop_reason, resumed.epochs, resumed.steps) == (full.stop_reason, full.epochs, full.steps)
     assert (resumed.fit_epoch, resumed.fit_step, resumed.reached) == (full.fit_epoch, full.fit_step, full.reached)
+
+
+def test_duration_reads_short():
+    from rethink.job import duration
+
+    assert [duration(s) for s in (0.4, 59, 65, 3725)] == ["0s", "59s", "1m05s", "1h02m"]

@@ -14,10 +14,18 @@ from rethink.errors import IncompleteRunError, RethinkError
 
 log = logging.getLogger("rethink")
 
-COLUMNS = [("epoch", "epoch", "{:>5d}"), ("step", "step", "{:>7d}"), ("lr", "lr", "{:>8.5f}"),
+# The per-epoch table: (key of the row, header, format). `epoch` reads N/max; `eta` is the time to
+# max_epochs at the mean epoch time so far (an upper bound when the job stops at the target).
+COLUMNS = [("epoch", "epoch", "{:>9}"), ("step", "step", "{:>7d}"), ("lr", "lr", "{:>8.5f}"),
            ("train/loss", "loss", "{:>8.4f}"), ("train/acc", "train_acc", "{:>9.4f}"),
            ("test/acc", "test_acc", "{:>8.4f}"), ("generalization_gap", "gap", "{:>7.4f}"),
-           ("epoch_time", "sec", "{:>6.2f}")]
+           ("epoch_time", "sec", "{:>6.2f}"), ("eta", "eta", "{:>8}")]
+
+
+def duration(seconds: float) -> str:
+    """E.g. `42s`, `3m05s`, `1h02m`: short enough for a table column."""
+    s = int(round(seconds))
+    return f"{s}s" if s < 60 else f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def build(target_cfg: DictConfig, **kwargs: Any) -> Any:
@@ -133,11 +141,17 @@ def train_body(ctx: runner.JobContext, name: str, model, corrupted, settings, ru
 
     job, state = ctx.run, ctx.resume_state
     prior_wall = state["wall_time"] if state else 0.0
-    log.info(" ".join(f"{{:>{len(f.format(0.0 if 'f' in f else 0))}}}".format(h) for _, h, f in COLUMNS))
+    log.info(" ".join(f"{{:>{len(f.format('' if 'd' not in f and 'f' not in f else 0))}}}".format(h)
+                      for _, h, f in COLUMNS))
+    times: list[float] = []
 
     def on_epoch(stats: dict) -> None:
         job.log_metrics({k: v for k, v in stats.items() if k != "step"}, step=stats["step"])
-        log.info(" ".join(f.format(stats[k]) for k, _, f in COLUMNS))
+        times.append(stats["epoch_time"])
+        left = settings.max_epochs - stats["epoch"]
+        row = stats | {"epoch": f"{stats['epoch']}/{settings.max_epochs}",
+                       "eta": duration(left * sum(times) / len(times)) if left else "-"}
+        log.info(" ".join(f.format(row[k]) for k, _, f in COLUMNS))
 
     def on_checkpoint(st: dict) -> None:
         ctx.save_checkpoint(st | {"wall_time": prior_wall + time.perf_counter() - t0})

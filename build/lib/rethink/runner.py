@@ -114,10 +114,11 @@ def run_job(spec: JobSpec, prepare: Callable[[], Plan]) -> dict[str, float]:
                 run.log_params(plan.params)
             for path, obj in plan.artifacts.items():
                 run.log_dict(obj, path)
+            log.info("%s: MLflow run %s, %s", plan.name, run.run_id, track.run_link(spec.uri, experiment_id, run.run_id))
             ctx = JobContext(run, spec.identity, resume.state if resume else None, ckpt)
             result = plan.body(ctx)
         if ckpt is not None:
             ckpt.unlink(missing_ok=True)  # the run is FINISHED: nothing left to resume
     if ctx.summary:
-        log.info("%s", ctx.summary)
+        log.info("%s (run %s FINISHED)", ctx.summary, run.run_id)
     return result
