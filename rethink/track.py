@@ -217,6 +217,7 @@ class JobRun:
         """Check the async writes (all, waiting, when `wait`); write a failed batch again with retries."""
         keep = []
         for batch, ops in self._pending:
+            # RunOperations offers only a blocking wait(); its futures tell whether the write is done yet
             if not wait and not all(f.done() for f in ops._operation_futures):
                 keep.append((batch, ops))
                 continue
