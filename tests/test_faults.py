@@ -51,8 +51,11 @@ def wait_for(what: str, ok, timeout: float = 300):
 
 def launch(args: list[str], cwd, data_root, log_name: str, uri: str | None = None, env: dict | None = None):
     log = open(cwd / log_name, "w")
+    # A shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it: give the
+    # child the default disposition, so Ctrl-C reaches it as it does from a terminal.
     proc = subprocess.Popen(cli_cmd(args, cwd, uri), cwd=cwd, env=cli_env(data_root, **(env or ONE_THREAD)),
-                            stdout=log, stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return proc, log
 
 

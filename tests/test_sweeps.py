@@ -6,6 +6,7 @@ Real subprocess multiruns on tiny real CIFAR-10 subsets, on the CPU.
 
 import importlib.util
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -251,7 +252,8 @@ def test_a_corrupted_checkpoint_is_set_aside_and_the_job_trains_afresh(tmp_path,
     assert res.returncode == 0, out[-3000:]
     assert "resuming run" not in out and "diverged" not in out
     assert f"checkpoint {ckpt} is unusable (its checksum does not match" in out and "trains afresh" in out
-    assert "removed 2 temporary checkpoint file(s)" in out
+    # 2, or 3 when the kill -9 above landed while the first run was writing its next checkpoint
+    assert re.search(r"removed [23] temporary checkpoint file\(s\)", out), out[:3000]
     assert not dead.exists() and not legacy.exists() and live.exists()
     assert (ckpts / f"{ckpt.name}.corrupt").is_file() and not ckpt.exists()  # set aside; the new one removed once FINISHED
     runs = {r.info.run_id: r for r in sweep_runs(uri)[1]}
