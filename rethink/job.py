@@ -99,7 +99,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
         model = build(cfg.model.net)
         hctx = runner.hydra_context()
         runtime = resolve_runtime(settings, model, int(hctx.get("job_num", 0)))
-        settings.device = str(runtime.device)
         name = run_name(cfg.model.name, corruption.kind, corruption.level, cfg.regularizer, cfg.seed)
         log.info("%s: %d training / %d test images, %d params, %s, %.0f%% of training examples changed by %s",
                  name, len(corrupted.train_y), len(corrupted.test_y), count_params(model), runtime.device,
