@@ -180,6 +180,20 @@ def check_root(name: str, root: Path, download: bool) -> None:
                            "new folder inside an existing one to download into")
 
 
+TORCHVISION_SOURCES = {"cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                       "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/"}
+
+
+def source_of(name: str, root: Path) -> tuple[str, str]:
+    """(source type, source) of the copy `load_full` reads: the local tree, or torchvision's files
+    (with where they come from): provenance for the run's dataset inputs."""
+    if name == "cifar10" and (root / "cifar10" / "train").is_dir():
+        return "local", str((root / "cifar10").resolve())
+    if name in TORCHVISION_SOURCES:
+        return "torchvision", f"{TORCHVISION_SOURCES[name]} -> {root.resolve()}"
+    return "local", str(root.resolve())
+
+
 def load_full(name: str, root: Path, download: bool) -> ImageData:
     """The whole data set as tensors, decoded at most once per source (then read from cache)."""
     check_root(name, root, download)

@@ -46,6 +46,14 @@ def param_value(v: Any) -> str:
     return str(v)
 
 
+def natural(v: Any) -> str:
+    """A value as the config wrote it, the form params are logged in: `0` for an int, `0.5` for a
+    float, `True`, lists as JSON (searchable as `params.seed = '0'`)."""
+    if isinstance(v, list | tuple):
+        return json.dumps(v)
+    return repr(v) if isinstance(v, float) else str(v)
+
+
 def hash_values(flat: dict[str, Any]) -> str:
     """The identity of a flat {key: value} mapping (order does not matter)."""
     blob = json.dumps({k: param_value(v) for k, v in sorted(flat.items())}, sort_keys=True)

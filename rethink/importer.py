@@ -32,11 +32,14 @@ def params_of(rec: dict) -> dict:
 
 def import_record(uri: str, experiment: str, rec: dict, source: str) -> dict[str, float] | None:
     """Log one record as a run through the job skeleton; None when it was imported before."""
-    from rethink.job import run_name, summary_metrics
+    from rethink.job import summary_metrics
     from rethink.progress import TrainResult
+    from rethink.record import run_name
 
     params = params_of(rec)
-    spec = runner.JobSpec(uri=uri, experiment=experiment, identity=hash_values(params))
+    spec = runner.JobSpec(uri=uri, experiment=experiment, identity=hash_values(params))  # pinned by test_identity
+    scale = params.pop("choice.scale")
+    params = {k: v for k, v in params.items() if not k.startswith("choice.")}
     if lifecycle.find_finished(uri, track.ensure_experiment(uri, experiment), spec.identity):
         return None
     s, history = rec["settings"], rec["history"]
@@ -52,9 +55,10 @@ def import_record(uri: str, experiment: str, rec: dict, source: str) -> dict[str
         ctx.run.log_metrics(final, step=result.steps)
         return final
 
-    name = run_name(rec["model"], rec["kind"], rec["level"], s | {"dropout": 0.0}, rec["seed"])
+    name = run_name(rec["model"], rec["kind"], rec["level"], s | {"dropout": 0.0}, rec["seed"], scale)
     tags = {"device": rec["device"], "torch": rec["torch"], "imported_from": source, "model": rec["model"],
-            "corruption": f"{rec['kind']}@{rec['level']:g}", "stop_reason": rec["stop_reason"]}
+            "corruption": f"{rec['kind']}@{rec['level']:g}", "stop_reason": rec["stop_reason"], "scale": scale,
+            "budget": "standard" if scale == "paper" else "custom"}
     return runner.run_job(spec, lambda: runner.Plan(name, body, params, tags))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rethink import identity, runner, track
+from rethink import identity, record, runner, track
 from rethink.errors import IncompleteRunError, RethinkError
 
 log = logging.getLogger("rethink")
@@ -48,18 +48,6 @@ def train_settings(cfg: DictConfig):
                  random_crop=r.random_crop, flip=r.flip, crop_size=cfg.dataset.crop_size, seed=cfg.seed)
 
 
-def run_name(model: str, kind: str, level: float, regularizer: dict[str, Any], seed: int) -> str:
-    """A readable, explicit MLflow run name, e.g. `mlp_1x512-labels0.5-wd+crop-s0`.
-
-    Built from the values, not Hydra's choices: a `row=` config overrides the regularizer group
-    from its own defaults list, which `hydra.runtime.choices` does not show.
-    """
-    regs = "+".join(name for name, on in (("wd", regularizer.get("weight_decay", 0) > 0),
-                                          ("crop", regularizer.get("random_crop")), ("flip", regularizer.get("flip")),
-                                          ("dropout", regularizer.get("dropout", 0) > 0)) if on) or "none"
-    return f"{model}-{kind}{float(level):g}-{regs}-s{seed}"
-
-
 def summary_metrics(result) -> dict[str, float]:
     """A finished training's summary: epochs, steps, the fit and the steps to 99 % / 99.9 %."""
     from rethink.progress import FIT_THRESHOLDS
@@ -91,32 +79,49 @@ def run(cfg: DictConfig) -> dict[str, float]:
         from rethink.runtime import resolve_runtime
 
         t0 = time.perf_counter()
-        corrupted = corruption.apply(dataset.load())
+        data = dataset.load()
+        corrupted = corruption.apply(data)
         # An image tree may leave these null: the model is built for what the data holds (the
         # identity, computed above from the config as given, does not change).
         cfg.dataset.num_classes, cfg.dataset.input_shape = dataset.num_classes, list(dataset.input_shape)
+        cfg.corruption.level = corruption.level  # a float, also when given as `corruption.level=1`
         torch.manual_seed(int(cfg.seed))
         model = build(cfg.model.net)
         hctx = runner.hydra_context()
         runtime = resolve_runtime(settings, model, int(hctx.get("job_num", 0)))
-        name = run_name(cfg.model.name, corruption.kind, corruption.level, cfg.regularizer, cfg.seed)
+        tags = record.purpose(hctx)
+        name = record.run_name(cfg.model.name, corruption.kind, corruption.level, cfg.regularizer, cfg.seed, tags["scale"])
         log.info("%s: %d training / %d test images, %d params, %s, %.0f%% of training examples changed by %s",
                  name, len(corrupted.train_y), len(corrupted.test_y), count_params(model), runtime.device,
                  100 * float(corrupted.changed.float().mean()), corruption.kind)
-        if hctx.get("choices", {}).get("scale") == "cpu":
+        if tags["scale"] == "cpu":
             log.info("scale=cpu (reduced): a stratified subset of the training set and the paper's per-step LR "
                      "schedule; add scale=paper for the full data set and per-epoch decay")
-        params = identity.flatten(cfg) | {"num_params": count_params(model), "train_examples": len(corrupted.train_y),
-                                          "test_examples": len(corrupted.test_y)}
-        params |= {f"choice.{k}": v for k, v in hctx.get("choices", {}).items()}
-        tags = {"device": str(runtime.device), "model": cfg.model.name, "corruption": f"{corruption.kind}@{corruption.level:g}",
-                "torch": torch.__version__}
+        if tags["budget"] == "custom":
+            log.info("budget: custom (%s): the report leaves this run out of the paper's tables", tags["budget_overrides"])
+        params = record.params(cfg) | {"num_params": count_params(model), "train_examples": len(corrupted.train_y),
+                                       "test_examples": len(corrupted.test_y)}
+        note = record.description(cfg, corruption.kind, corruption.level, len(corrupted.train_y), tags)
+        tags |= {"device": runtime.describe(), "model": cfg.model.name, "corruption": f"{corruption.kind}@{corruption.level:g}",
+                 track.NOTE: note} | runtime.versions()
         artifacts = {"config.yaml": OmegaConf.to_container(cfg, resolve=True),
                      "overrides.yaml": {"overrides": hctx.get("overrides", []), "choices": hctx.get("choices", {})}}
-        return runner.Plan(name, lambda ctx: train_body(ctx, name, model, corrupted, settings, runtime, t0),
-                           params, tags, artifacts)
+        system_metrics = cfg.mlflow.get("system_metrics", "auto")
+        watch = runtime.device.type == "cuda" if system_metrics == "auto" else bool(system_metrics)
+        body = lambda ctx: train_body(ctx, name, note, model, corrupted, settings, runtime, t0, watch)  # noqa: E731
+        return runner.Plan(name, body, params, tags, artifacts, record.dataset_inputs(cfg, data, corrupted))
 
     return runner.run_job(spec, prepare)
+
+
+def results_table(last: dict, final: dict, stop_reason: str) -> str:
+    """The run's outcome as a small Markdown table (the run page shows its description rendered)."""
+    fit = f"epoch {final['fit_epoch']:.0f} (step {final['fit_step']:.0f})" if "fit_epoch" in final else "not reached"
+    rows = [("train accuracy", f"{100 * last['train/acc']:.2f} %"), ("test accuracy", f"{100 * last['test/acc']:.2f} %"),
+            ("generalization gap", f"{100 * last['generalization_gap']:.2f} points"), ("target train accuracy reached", fit),
+            ("stopped", f"{stop_reason} after {final['epochs']:.0f} epochs, {final['steps']:.0f} steps"),
+            ("wall time", duration(final["wall_time"]))]
+    return "| result | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
 def check_complete(job: track.JobRun, history: list[dict]) -> None:
@@ -133,8 +138,10 @@ def check_complete(job: track.JobRun, history: list[dict]) -> None:
                                  f"(e.g. {key} at steps {steps[:5]}): the run cannot end FINISHED")
 
 
-def train_body(ctx: runner.JobContext, name: str, model, corrupted, settings, runtime, t0: float) -> dict[str, float]:
-    """Train, logging each epoch (metrics and a table row) and checkpointing; then the summary."""
+def train_body(ctx: runner.JobContext, name: str, note: str, model, corrupted, settings, runtime, t0: float,
+               system_metrics: bool = False) -> dict[str, float]:
+    """Train, logging each epoch (metrics and a table row) and checkpointing; then the summary, also
+    as a table in the run's description so its page shows the numbers at a glance."""
     from rethink import plots
     from rethink.train import train
 
@@ -155,13 +162,14 @@ def train_body(ctx: runner.JobContext, name: str, model, corrupted, settings, ru
     def on_checkpoint(st: dict) -> None:
         ctx.save_checkpoint(st | {"wall_time": prior_wall + time.perf_counter() - t0})
 
-    result = train(model, corrupted, settings, on_epoch, on_checkpoint, resume=state, runtime=runtime)
+    with job.system_metrics(system_metrics):
+        result = train(model, corrupted, settings, on_epoch, on_checkpoint, resume=state, runtime=runtime)
     check_complete(job, result.history)
     final = summary_metrics(result) | {"wall_time": prior_wall + time.perf_counter() - t0,
                                        "train_time": result.train_time, "tracking_seconds": job.log_seconds}
     job.log_metrics(final, step=result.steps)
-    job.set_tags({"stop_reason": result.stop_reason})
     last = result.history[-1]
+    job.set_tags({"stop_reason": result.stop_reason, track.NOTE: note + "\n\n" + results_table(last, final, result.stop_reason)})
     job.log_dict(last | final | {"stop_reason": result.stop_reason}, "final_metrics.json")
     fig = plots.learning_curve(result.history, name)
     job.log_figure(fig, "learning_curve.png")

@@ -62,6 +62,7 @@ class Plan:
     params: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, Any] = field(default_factory=dict)  # path -> object for log_dict
+    inputs: list[dict[str, str]] = field(default_factory=list)  # dataset inputs (track.JobRun.log_inputs)
 
 
 def hydra_context() -> dict[str, Any]:
@@ -112,6 +113,8 @@ def run_job(spec: JobSpec, prepare: Callable[[], Plan]) -> dict[str, float]:
                              resume_run_id=resume.run.info.run_id if resume else None) as run:
             if not resume:  # a resumed run has them (and MLflow refuses to change a param's value)
                 run.log_params(plan.params)
+                if plan.inputs:
+                    run.log_inputs(plan.inputs)
             for path, obj in plan.artifacts.items():
                 run.log_dict(obj, path)
             log.info("%s: MLflow run %s, %s", plan.name, run.run_id, track.run_link(spec.uri, experiment_id, run.run_id))

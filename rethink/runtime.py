@@ -41,6 +41,20 @@ class Runtime:
         """A context for forward passes: bf16 autocast when `amp`, else a no-op."""
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
 
+    def describe(self) -> str:
+        """The device with the accelerator's model, e.g. `cuda:0 NVIDIA H200` or `cpu (2 threads)`."""
+        if self.on_cuda:
+            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            return f"cuda:{index} {torch.cuda.get_device_name(index)}"
+        return f"cpu ({torch.get_num_threads()} threads)"
+
+    def versions(self) -> dict[str, str]:
+        """torch (and CUDA / cuDNN on a GPU) versions, for the run's tags."""
+        out = {"torch": torch.__version__}
+        if self.on_cuda:
+            out |= {"cuda": str(torch.version.cuda), "cudnn": str(torch.backends.cudnn.version())}
+        return out
+
     def activate(self) -> None:
         """Apply the process-wide parts: select the CUDA device, switch cuDNN benchmark on."""
         if self.on_cuda and self.device.index is not None:

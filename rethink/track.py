@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rethink import stores
-from rethink.identity import param_value
+from rethink.identity import natural
 from rethink.redact import redact, redact_values, split_credentials
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,11 @@ T = TypeVar("T")
 # One async writer thread per process: batches reach the store in the order they were logged, and
 # a single writer never contends with itself for SQLite's lock. Read by MLflow when the queue starts.
 os.environ.setdefault("MLFLOW_ASYNC_LOGGING_THREADPOOL_SIZE", "1")
+
+
+# MLflow 3's UI shows an experiment of this kind as runs (training), not as GenAI traces.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+NOTE = "mlflow.note.content"  # the run's description, shown on its page in the UI
 
 
 def default_tracking_uri() -> str:
@@ -122,7 +127,7 @@ def ensure_experiment(uri: str, name: str) -> str:
             if exp is not None:
                 return exp.experiment_id
             try:
-                return c.create_experiment(name, artifact_location=artifact_root(uri))
+                return c.create_experiment(name, artifact_location=artifact_root(uri), tags=EXPERIMENT_TAGS)
             except Exception:
                 exp = c.get_experiment_by_name(name)  # created by a concurrent job meanwhile
                 if exp is None:
@@ -159,8 +164,10 @@ def get_run(uri: str, run_id: str):
 
 
 def create_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, Any]) -> str:
-    """A new RUNNING run; returns its id."""
-    tags = {k: redact(str(v)) for k, v in tags.items()}
+    """A new RUNNING run with MLflow's standard context tags (source, user, git commit); returns its id."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    tags = {k: redact(str(v)) for k, v in resolve_tags({k: str(v) for k, v in tags.items()}).items()}
     return retry(lambda: client(uri).create_run(experiment_id, run_name=run_name, tags=tags), what="create run").info.run_id
 
 
@@ -276,11 +283,46 @@ class JobRun:
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        batch = [Param(k, redact(param_value(v))[:6000]) for k, v in params.items()]
+        batch = [Param(k, redact(natural(v))[:6000]) for k, v in params.items()]
         retry(lambda: self.client.log_batch(self.run_id, params=batch), what="log params")  # MLflow chunks by 100
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         set_run_tags(self.uri, self.run_id, tags)
+
+    def log_inputs(self, datasets: list[dict[str, str]]) -> None:
+        """MLflow dataset inputs (`name`, `digest`, `source`, `source_type`, `context`, optional `profile`):
+        the run page's Datasets and the runs table's Dataset column."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [DatasetInput(Dataset(d["name"], d["digest"], d["source_type"], redact(d["source"]),
+                                       profile=d.get("profile")),
+                               [InputTag("mlflow.data.context", d["context"])]) for d in datasets]
+        retry(lambda: self.client.log_inputs(self.run_id, datasets=inputs), what="log inputs")
+
+    def set_note(self, text: str) -> None:
+        """The run's description (Markdown), shown on its page in the UI."""
+        self.set_tags({NOTE: text})
+
+    @contextmanager
+    def system_metrics(self, on: bool, interval: float = 5.0) -> Iterator[None]:
+        """MLflow's system metrics (CPU/GPU utilisation and memory) every `interval` s while inside,
+        when `on`; without psutil (or pynvml for GPUs) MLflow logs what it can, or nothing, and says why."""
+        if not on:
+            yield
+            return
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval, tracking_uri=mlflow_uri(self.uri))
+        except ImportError as e:
+            log.warning("no system metrics: %s (pip install psutil)", e)
+            yield
+            return
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
 
     def log_dict(self, obj: Any, path: str) -> None:
         self.client.log_dict(self.run_id, redact_values(obj), path)

@@ -96,4 +96,4 @@ def test_imagefolder_job_infers_classes_and_input_shape(tmp_path, data_root):
     assert res.returncode == 0, res.stderr[-3000:]
     run = search_runs(tmp_path).iloc[0]
     assert run["status"] == "FINISHED"
-    assert run["params.num_params"] == str(float(count_params(MLP((1, 8, 8), 3, [512]))))
+    assert run["params.num_params"] == str(count_params(MLP((1, 8, 8), 3, [512])))

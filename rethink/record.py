@@ -1,0 +1,131 @@
+"""What a training run records about itself, so the MLflow UI reads at a glance: typed identity
+params (no duplicates), the purpose tags the report selects on, the run name, the description,
+and the data set inputs (name, source, content digest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rethink import identity
+
+# Command-line overrides that change neither the budget nor the protocol of a job: the choice of
+# the experiment itself (groups, corruption level, seed) and where/how fast it runs. Any other
+# override (a subset size, an epoch cap, a learning rate) makes the run's budget "custom".
+STANDARD_OVERRIDES = ("model", "dataset", "corruption", "corruption.level", "corruption.kind", "regularizer", "row",
+                      "scale", "experiment", "task", "seed", "rerun", "sweep_levels",
+                      "dataset.root", "dataset.download", "trainer.device", "trainer.compile", "trainer.amp",
+                      "trainer.channels_last", "trainer.eval_batch_size", "trainer.checkpoint_every")
+STANDARD_SUBTREES = ("mlflow", "paths", "hydra")  # every key under these
+PRESETS = {"table1": "Table 1", "table4": "Table 4", "fig1a": "Fig. 1a", "fig1bc": "Fig. 1b/1c", "fig2b": "Fig. 2b"}
+CORRUPTIONS = {
+    "labels": "{p} of the training labels replaced by labels drawn uniformly at random",
+    "shuffled_pixels": "one fixed random permutation of the pixels applied to {p} of the images (train and test)",
+    "random_pixels": "an independent random permutation of the pixels applied to {p} of the images (train and test)",
+    "gaussian": "{p} of the images replaced by Gaussian noise with the data's mean and variance (train and test)",
+}
+REFERENCE = re.compile(r"^\$\{([\w.]+)\}$")
+
+
+def _interpolated_from(cfg: DictConfig, key: str) -> str | None:
+    """The key that `key` is a plain `${other.key}` reference to, if it is one."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not isinstance(node, DictConfig) or not OmegaConf.is_interpolation(node, leaf):
+        return None
+    m = REFERENCE.match(str(node._get_node(leaf)._value()))
+    return m.group(1) if m else None
+
+
+def params(cfg: DictConfig) -> dict[str, str]:
+    """The keys that define the experiment (the job identity), each once, with its natural type.
+
+    A key that only repeats another (`trainer.lr: ${model.lr}`) is left out when the one it repeats is logged."""
+    flat = identity.without(identity.flatten(cfg), identity.NON_IDENTITY_KEYS + ("task",))
+    out = {}
+    for key, value in flat.items():
+        source = _interpolated_from(cfg, key)
+        if source is not None and source in flat and source != key:
+            continue
+        out[key] = identity.natural(value)
+    return out
+
+
+def purpose(hctx: dict[str, Any]) -> dict[str, str]:
+    """Tags saying what the run is for: `scale`, `paper` (the preset), `row`, and `budget`: standard
+    unless the command line changed the budget or protocol (then `budget_overrides` lists how)."""
+    choices = hctx.get("choices", {})
+    custom = [o for o in hctx.get("overrides", []) if not _standard(o)]
+    tags = {"scale": str(choices.get("scale") or "custom"), "budget": "custom" if custom else "standard"}
+    if choices.get("experiment"):
+        tags["paper"] = str(choices["experiment"])
+    if choices.get("row"):
+        tags["row"] = str(choices["row"])
+    if custom:
+        tags["budget_overrides"] = " ".join(custom)
+    return tags
+
+
+def _standard(override: str) -> bool:
+    """Whether one override (`key=value`) leaves the budget and protocol as the preset/scale set them."""
+    key = override.split("=", 1)[0].lstrip("+~")
+    return key in STANDARD_OVERRIDES or key.split(".", 1)[0] in STANDARD_SUBTREES
+
+
+def run_name(model: str, kind: str, level: float, regularizer: dict[str, Any], seed: int, scale: str = "") -> str:
+    """A run name that leads with what a sweep varies, e.g. `p=0.5 mlp_1x512 +wd+crop cpu`; the
+    corruption kind shows when it is not labels, the seed when it is not 0."""
+    regs = "".join(f"+{name}" for name, on in (("wd", regularizer.get("weight_decay", 0) > 0),
+                                               ("crop", regularizer.get("random_crop")), ("flip", regularizer.get("flip")),
+                                               ("dropout", regularizer.get("dropout", 0) > 0)) if on)
+    parts = [f"p={float(level):g}", model, "" if kind == "labels" else kind, regs, scale, f"s{seed}" if int(seed) else ""]
+    return " ".join(p for p in parts if p)
+
+
+def description(cfg: DictConfig, kind: str, level: float, train_examples: int, tags: dict[str, str]) -> str:
+    """The run's `mlflow.note.content`: what it tests and which table or figure of the paper it is for."""
+    regs = [n for n, on in (("weight decay", cfg.regularizer.weight_decay > 0), ("random crop", cfg.regularizer.random_crop),
+                            ("flip", cfg.regularizer.flip), ("dropout", cfg.regularizer.dropout > 0)) if on]
+    what = CORRUPTIONS[kind].format(p=f"{level:.0%}") if level > 0 else "the true data, uncorrupted"
+    paper = tags.get("paper")
+    lines = [
+        f"**Randomization test** (Zhang et al., ICLR 2017): `{cfg.model.name}` trained on {cfg.dataset.name} "
+        f"({train_examples:,} training images, scale={tags['scale']}) with {what}; test labels are never changed.",
+        "",
+        f"- explicit regularizers: {', '.join(regs) or 'none'}; seed {cfg.seed}",
+        f"- paper: {PRESETS.get(paper, paper)} (preset `{paper}`" + (f", row `{tags['row']}`)" if "row" in tags else ")")
+        if paper else "- paper: not part of a preset (an ad-hoc sweep)",
+        f"- budget: {tags['budget']}" + (f" (overrides: `{tags['budget_overrides']}`)" if "budget_overrides" in tags else ""),
+    ]
+    return "\n".join(lines)
+
+
+def digest(*tensors) -> str:
+    """sha256 of the tensors' bytes (first 16 hex digits): the content, so two copies of a data
+    set that differ (JPEG re-encoding vs the original binaries) get different digests."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def dataset_inputs(cfg: DictConfig, data, corrupted) -> list[dict[str, str]]:
+    """MLflow dataset inputs: the training and test subsets as read, and the training set after
+    corruption (its digest tells two corruption draws apart)."""
+    from pathlib import Path
+
+    from rethink.data import source_of
+
+    ds, c = cfg.dataset, cfg.corruption
+    source_type, source = source_of(ds.name, Path(ds.root))
+    common = {"source": source, "source_type": source_type}
+    return [
+        {"name": f"{ds.name}-train", "digest": digest(data.train_x, data.train_y), "context": "training"} | common,
+        {"name": f"{ds.name}-test", "digest": digest(data.test_x, data.test_y), "context": "evaluation"} | common,
+        {"name": f"{ds.name}-train {c.kind}@{float(c.level):g} seed {c.seed}",
+         "digest": digest(corrupted.train_x, corrupted.train_y), "context": "training, after corruption"} | common,
+    ]
