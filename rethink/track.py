@@ -90,7 +90,7 @@ def mlflow_uri(uri: str) -> str:
 
 def run_link(uri: str, experiment_id: str, run_id: str) -> str:
     """Where a person sees the run: the server's run page, or for a SQLite store the page `make ui` serves."""
-    page = f"#/experiments/{experiment_id}/runs/{run_id}"
+    page = f"#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"  # not MLflow 3's GenAI view
     if uri.startswith(("http://", "https://")):
         return f"{split_credentials(uri)[0].rstrip('/')}/{page}"
     return f"browse with `make ui` at http://127.0.0.1:5000/{page}"
