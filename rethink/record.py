@@ -21,13 +21,15 @@ STANDARD_OVERRIDES = ("model", "dataset", "corruption", "corruption.level", "cor
                       "dataset.root", "dataset.download", "trainer.device", "trainer.compile", "trainer.amp",
                       "trainer.channels_last", "trainer.eval_batch_size", "trainer.checkpoint_every")
 STANDARD_SUBTREES = ("mlflow", "paths", "hydra")  # every key under these
-PRESETS = {"table1": "Table 1", "table4": "Table 4", "fig1a": "Fig. 1a", "fig1bc": "Fig. 1b/1c", "fig2b": "Fig. 2b"}
+PRESETS = {"table1": "Table 1", "table4": "Table 4", "fig1a": "Fig. 1a", "fig1bc": "Fig. 1b/1c", "fig2b": "Fig. 2b",
+           "wd_sweep": "Table 4's weight decay, swept (an extension)"}
 CORRUPTIONS = {
     "labels": "{p} of the training labels replaced by labels drawn uniformly at random",
     "shuffled_pixels": "one fixed random permutation of the pixels applied to {p} of the images (train and test)",
     "random_pixels": "an independent random permutation of the pixels applied to {p} of the images (train and test)",
     "gaussian": "{p} of the images replaced by Gaussian noise with the data's mean and variance (train and test)",
 }
+DEFAULT_WD = 5e-4  # conf/regularizer/weight_decay.yaml
 REFERENCE = re.compile(r"^\$\{([\w.]+)\}$")
 
 
@@ -58,8 +60,8 @@ def params(cfg: DictConfig) -> dict[str, str]:
 def purpose(hctx: dict[str, Any]) -> dict[str, str]:
     """Tags saying what the run is for: `scale`, `paper` (the preset), `row`, and `budget`: standard
     unless the command line changed the budget or protocol (then `budget_overrides` lists how)."""
-    choices = hctx.get("choices", {})
-    custom = [o for o in hctx.get("overrides", []) if not _standard(o)]
+    choices, swept = hctx.get("choices", {}), set(hctx.get("swept", []))
+    custom = [o for o in hctx.get("overrides", []) if not _standard(o) and o.split("=", 1)[0] not in swept]
     tags = {"scale": str(choices.get("scale") or "custom"), "budget": "custom" if custom else "standard"}
     if choices.get("experiment"):
         tags["paper"] = str(choices["experiment"])
@@ -78,8 +80,10 @@ def _standard(override: str) -> bool:
 
 def run_name(model: str, kind: str, level: float, regularizer: dict[str, Any], seed: int, scale: str = "") -> str:
     """A run name that leads with what a sweep varies, e.g. `p=0.5 mlp_1x512 +wd+crop cpu`; the
-    corruption kind shows when it is not labels, the seed when it is not 0."""
-    regs = "".join(f"+{name}" for name, on in (("wd", regularizer.get("weight_decay", 0) > 0),
+    corruption kind shows when it is not labels, the seed when it is not 0, the weight decay
+    coefficient when it is not the default 5e-4 (`+wd0.004`)."""
+    wd = float(regularizer.get("weight_decay", 0) or 0)
+    regs = "".join(f"+{name}" for name, on in (("wd" if wd == DEFAULT_WD else f"wd{wd:g}", wd > 0),
                                                ("crop", regularizer.get("random_crop")), ("flip", regularizer.get("flip")),
                                                ("dropout", regularizer.get("dropout", 0) > 0)) if on)
     parts = [f"p={float(level):g}", model, "" if kind == "labels" else kind, regs, scale, f"s{seed}" if int(seed) else ""]

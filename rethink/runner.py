@@ -74,7 +74,8 @@ def hydra_context() -> dict[str, Any]:
     hc = HydraConfig.get()
     return {"sweep_dir": hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir,
             "job_num": hc.job.get("num", 0), "overrides": list(hc.overrides.task),
-            "choices": {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}}
+            "choices": {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")},
+            "swept": list(hc.sweeper.get("params") or {})}  # the keys a preset sweeps (hydra.sweeper.params)
 
 
 def run_job(spec: JobSpec, prepare: Callable[[], Plan]) -> dict[str, float]:

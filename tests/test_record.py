@@ -43,11 +43,19 @@ def test_purpose_tags_tell_a_standard_budget_from_a_custom_one(overrides, budget
         assert tags["budget_overrides"] == next(o for o in overrides if not o.startswith("corruption"))
 
 
+def test_what_a_preset_sweeps_is_its_standard_budget():
+    hctx = {"choices": {"scale": "cpu", "experiment": "wd_sweep"}, "swept": ["model", "regularizer.weight_decay"],
+            "overrides": ["model=alexnet", "regularizer.weight_decay=0.004"]}
+    assert record.purpose(hctx)["budget"] == "standard"
+    assert record.purpose(hctx | {"swept": []})["budget_overrides"] == "regularizer.weight_decay=0.004"
+
+
 def test_run_names_lead_with_what_varies():
     none = {"weight_decay": 0.0, "random_crop": False, "flip": False, "dropout": 0.0}
     assert record.run_name("mlp_1x512", "labels", 0.5, none, 0, "cpu") == "p=0.5 mlp_1x512 cpu"
     regs = none | {"weight_decay": 5e-4, "random_crop": True}
     assert record.run_name("alexnet", "random_pixels", 1.0, regs, 2, "paper") == "p=1 alexnet random_pixels +wd+crop paper s2"
+    assert record.run_name("alexnet", "labels", 1.0, none | {"weight_decay": 0.004}, 0, "cpu") == "p=1 alexnet +wd0.004 cpu"
 
 
 def test_description_names_the_test_and_the_paper_figure():
