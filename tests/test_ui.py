@@ -1,5 +1,5 @@
-"""`make ui` (`python -m rethink.ui`): MLflow's UI over the store, landing on the experiment's runs
-table, not on MLflow's GenAI pages."""
+"""What a person meets first: `python -m rethink --help` and `make ui` (`python -m rethink.ui`), which
+lands on the experiment's runs table of MLflow's UI, not on its GenAI pages."""
 
 import contextlib
 import os
@@ -14,6 +14,18 @@ from pathlib import Path
 from conftest import REPO, free_port
 
 from rethink import track, ui
+
+
+def test_help_explains_the_corruption_shorthand_examples_and_where_runs_go():
+    res = subprocess.run([sys.executable, "-m", "rethink", "--help"], capture_output=True, text=True, timeout=120,
+                         cwd=REPO)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = res.stdout
+    assert "corruption=<p>" in out and "corruption=labels corruption.level=<p>" in out
+    assert "python -m rethink -m corruption=0,0.2,0.5,1.0" in out
+    assert "model=alexnet regularizer=[weight_decay,random_crop]" in out and "experiment=table1 scale=paper" in out
+    assert re.search(r"^model: alexnet, inception", out, re.M)  # Hydra's $APP_CONFIG_GROUPS, filled in
+    assert "mlruns/mlflow.db" in out and "make ui" in out and "--cfg job" in out
 
 
 def test_landing_url_is_the_runs_table_in_the_machine_learning_view():
