@@ -69,8 +69,8 @@ bench: install data ## training throughput vs the conventional pipeline, FLOP/s,
 lint: install ## ruff
 	.venv/bin/ruff check rethink tests bench
 
-ui: install ## MLflow UI on http://127.0.0.1:$(PORT) over the mlruns/ store (PORT=5000)
-	.venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port $(PORT)
+ui: install ## MLflow UI over the mlruns/ store, opening on the runs table (PORT=5000, HOST)
+	$(PY) -m rethink.ui --tracking-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host $(HOST) --port $(PORT)
 
 server: install ## mlflow server over mlruns/ on http://127.0.0.1:5000 for parallel writers (HOST, PORT, WORKERS)
 	.venv/bin/mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \

@@ -1,18 +1,20 @@
 """Hydra callbacks: prepare the MLflow store in the launching process, before any job starts, and
-hold the sweep's parent run (its jobs are the children) from the first job to the last."""
+hold the sweep's parent run (its jobs are the children) from the first job to the last; at the end
+the parent run summarises the sweep (rethink.sweep_summary)."""
 
 from __future__ import annotations
 
 import atexit
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from rethink import lifecycle, stores, track
+from rethink import lifecycle, stores, track, ui
 from rethink.errors import RethinkError
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ def check_store(config: DictConfig) -> None:
 
 class MLflowStoreCallback(Callback):
     """Create the SQLite schema and the experiment once, so parallel jobs never race the migrations;
-    open the sweep's parent run and close it at the end with the jobs' outcome counts."""
+    open the sweep's parent run and close it at the end with the jobs' outcome counts and a summary."""
 
     def __init__(self) -> None:
         self.uri: str | None = None
@@ -53,6 +55,7 @@ class MLflowStoreCallback(Callback):
     def _open(self, config: DictConfig) -> None:
         uri = track.tracking_uri(config)
         experiment_id = track.ensure_experiment(uri, config.mlflow.experiment)
+        ui.mark_experiment_kind(uri, experiment_id)
         log.info("MLflow store %s, experiment %r (id %s)", uri, config.mlflow.experiment, experiment_id)
         sweep_dir = str(config.hydra.sweep.dir)
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=True)
@@ -73,15 +76,22 @@ class MLflowStoreCallback(Callback):
         self.close(completed=True)
 
     def close(self, completed: bool) -> None:
-        """End the parent run FINISHED or FAILED and say how many jobs finished, failed, were skipped."""
+        """End the parent run FINISHED or FAILED, summarised, and say how many jobs finished, failed, were skipped."""
         if not self.parent_id:
             return
         parent_id, self.parent_id = self.parent_id, None
         try:
-            c = lifecycle.close_sweep(self.uri, parent_id, completed)
+            c = lifecycle.close_sweep(self.uri, parent_id, completed, summarize=partial(summarize, self.uri, parent_id))
         except Exception as e:  # never hide the sweep's own error behind this one
             log.error("could not close the sweep's parent run %s: %s", parent_id, e)
             return
         (log.info if c["status"] == "FINISHED" else log.error)(
             "sweep: %d jobs FINISHED, %d FAILED/KILLED, %d skipped (already FINISHED); parent run %s %s",
             c["jobs_finished"], c["jobs_failed"], c["jobs_skipped"], parent_id, c["status"])
+
+
+def summarize(uri: str, parent_id: str, outcome: dict[str, Any]) -> None:
+    """Log the sweep's summary on its parent run (matplotlib and pandas imported only now, at the end)."""
+    from rethink import sweep_summary
+
+    sweep_summary.summarize(uri, parent_id, outcome)

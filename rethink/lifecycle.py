@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,11 +227,14 @@ def open_sweep(uri: str, experiment_id: str, sweep_dir: str, tags: dict[str, Any
     return track.create_run(uri, experiment_id, f"sweep-{sweep_dir}", tags)
 
 
-def close_sweep(uri: str, parent_id: str, completed: bool) -> dict[str, int]:
-    """Count the sweep's jobs by outcome, log the counts on the parent run and end it: FINISHED when
-    every job finished or was skipped, FAILED otherwise (or when the sweep itself did not complete).
+def close_sweep(uri: str, parent_id: str, completed: bool,
+                summarize: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Count the sweep's jobs by outcome, set the counts as tags of the parent run (tags, not
+    metrics: they would crowd its charts) and end it: FINISHED when every job finished or was
+    skipped, FAILED otherwise (or when the sweep itself did not complete).
 
     A child still RUNNING whose process is gone is marked KILLED first (its next run resumes it).
+    `summarize` gets the counts and the status before the run ends; its failure is only a warning.
     """
     parent = track.get_run(uri, parent_id)
     children = track.search(uri, parent.info.experiment_id, f"tags.`mlflow.parentRunId` = '{parent_id}'",
@@ -245,7 +248,14 @@ def close_sweep(uri: str, parent_id: str, completed: bool) -> dict[str, int]:
               "jobs_failed": sum(s in ("FAILED", "KILLED") for s in status.values()),
               "jobs_running": sum(s == "RUNNING" for s in status.values()),
               "jobs_skipped": sum(k.startswith("skipped.") for k in parent.data.tags)}
-    track.log_metrics(uri, parent_id, counts)
+    track.set_run_tags(uri, parent_id, counts)
     ok = completed and counts["jobs_failed"] == 0 and counts["jobs_running"] == 0
-    track.end_run(uri, parent_id, "FINISHED" if ok else "FAILED")
-    return counts | {"status": "FINISHED" if ok else "FAILED"}
+    outcome = counts | {"status": "FINISHED" if ok else "FAILED"}
+    if summarize:
+        try:
+            summarize(outcome)
+        except Exception as e:  # a summary is a convenience: the parent run still ends, with its status
+            log.warning("could not summarise the sweep on its parent run %s: %s", parent_id,
+                        str(e).splitlines()[0] if str(e) else type(e).__name__)
+    track.end_run(uri, parent_id, outcome["status"])
+    return outcome

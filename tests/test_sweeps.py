@@ -51,7 +51,7 @@ def check_sweep(uri: str, jobs: int, epochs: int) -> None:
     assert len(parents) == 1, [p.info.run_name for p in parents]
     parent = parents[0]
     assert parent.info.status == "FINISHED"
-    assert parent.data.metrics["jobs_finished"] == jobs and parent.data.metrics["jobs_failed"] == 0
+    assert parent.data.tags["jobs_finished"] == str(jobs) and parent.data.tags["jobs_failed"] == "0"
     assert len(children) == jobs and {r.info.status for r in children} == {"FINISHED"}
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
     assert sorted(int(r.data.tags["job_num"]) for r in children) == list(range(jobs))
@@ -121,8 +121,8 @@ def test_killed_job_resumes_from_checkpoint_and_matches_uninterrupted_run(tmp_pa
     parents, children = sweep_runs(uri)
     killed = mlflow.MlflowClient(uri).get_run(running.info.run_id)
     assert killed.info.status == "KILLED" and "killed" in killed.data.tags["failure_reason"]
-    assert parents[0].info.status == "FAILED" and parents[0].data.metrics["jobs_failed"] == 1
-    assert parents[0].data.metrics["jobs_finished"] == 1
+    assert parents[0].info.status == "FAILED" and parents[0].data.tags["jobs_failed"] == "1"
+    assert parents[0].data.tags["jobs_finished"] == "1"
 
     # Re-run the sweep: the finished job is skipped, the killed one continues its own run.
     res = run_cli([*sweep, f"hydra.sweep.dir={tmp_path}/sweep2"], tmp_path, data_root, uri=uri, env=ONE_THREAD)
@@ -137,7 +137,7 @@ def test_killed_job_resumes_from_checkpoint_and_matches_uninterrupted_run(tmp_pa
     assert 5 <= int(tags["resumed_from_epoch"]) < epochs and int(tags["resumed_from_epoch"]) % 5 == 0
     newest = max(parents, key=lambda p: p.info.start_time)
     assert tags["mlflow.parentRunId"] == newest.info.run_id and newest.info.status == "FINISHED"
-    assert newest.data.metrics["jobs_finished"] == 1 and newest.data.metrics["jobs_skipped"] == 1
+    assert newest.data.tags["jobs_finished"] == "1" and newest.data.tags["jobs_skipped"] == "1"
     assert not list((tmp_path / "mlruns" / "checkpoints").glob("*.pt"))  # removed once FINISHED
 
     # The same job never interrupted, in a store of its own: the very same numbers, epoch by epoch.
@@ -168,8 +168,8 @@ def test_diverging_job_fails_with_reason_parent_counts_it_and_the_sweep_goes_on(
     assert "diverged" in by_lr["1000000000.0"].data.tags["failure_reason"]
     assert by_lr["0.01"].info.status == "FINISHED"
     (parent,) = parents
-    assert parent.info.status == "FAILED" and parent.data.metrics["jobs_failed"] == 1
-    assert parent.data.metrics["jobs_finished"] == 1
+    assert parent.info.status == "FAILED" and parent.data.tags["jobs_failed"] == "1"
+    assert parent.data.tags["jobs_finished"] == "1"
 
 
 def test_running_runs_are_stale_only_when_their_process_is_gone(tmp_path):
