@@ -14,7 +14,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from rethink import lifecycle, stores, track, ui
+from rethink import lifecycle, stores, track
 from rethink.errors import RethinkError
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,6 @@ class MLflowStoreCallback(Callback):
     def _open(self, config: DictConfig) -> None:
         uri = track.tracking_uri(config)
         experiment_id = track.ensure_experiment(uri, config.mlflow.experiment)
-        ui.mark_experiment_kind(uri, experiment_id)
         log.info("MLflow store %s, experiment %r (id %s)", uri, config.mlflow.experiment, experiment_id)
         sweep_dir = str(config.hydra.sweep.dir)
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=True)

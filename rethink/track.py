@@ -125,6 +125,8 @@ def ensure_experiment(uri: str, name: str) -> str:
         def get_or_create() -> str:
             exp = c.get_experiment_by_name(name)
             if exp is not None:
+                if any(exp.tags.get(k) != v for k, v in EXPERIMENT_TAGS.items()):
+                    tag_experiment(uri, exp.experiment_id)  # a store made before rethink set it
                 return exp.experiment_id
             try:
                 return c.create_experiment(name, artifact_location=artifact_root(uri), tags=EXPERIMENT_TAGS)
@@ -135,6 +137,16 @@ def ensure_experiment(uri: str, name: str) -> str:
                 return exp.experiment_id
 
         return retry(get_or_create, what="create experiment")
+
+
+def tag_experiment(uri: str, experiment_id: str) -> None:
+    """Set `EXPERIMENT_TAGS` (MLflow's UI then shows the experiment's runs, not GenAI traces); a UI
+    nicety, so a failure is a warning, never a reason to stop."""
+    try:
+        for k, v in EXPERIMENT_TAGS.items():
+            retry(lambda k=k, v=v: client(uri).set_experiment_tag(experiment_id, k, v), what="tag experiment")
+    except Exception as e:
+        log.warning("could not tag experiment %s for the UI: %s", experiment_id, str(e).splitlines()[0] if str(e) else e)
 
 
 @cache

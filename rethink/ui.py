@@ -20,7 +20,6 @@ from rethink import track
 from rethink.redact import split_credentials
 
 log = logging.getLogger(__name__)
-KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"  # the UI shows it as classic ML
 
 
 def base_url(host: str, port: int) -> str:
@@ -34,21 +33,13 @@ def landing_url(base: str, experiment_id: str | None) -> str:
     return f"{base}#/experiments/{experiment_id}/runs?workflowType=machine_learning" if experiment_id else base
 
 
-def mark_experiment_kind(uri: str, experiment_id: str) -> None:
-    """Tag the experiment as model development, so MLflow's UI shows runs and charts, not GenAI traces."""
-    try:
-        track.retry(lambda: track.client(uri).set_experiment_tag(experiment_id, KIND_TAG, KIND), what="tag experiment")
-    except Exception as e:  # a UI nicety: never a reason to stop a sweep
-        log.warning("could not tag experiment %s as %s: %s", experiment_id, KIND, str(e).splitlines()[0] if str(e) else e)
-
-
 def find_experiment(uri: str, name: str) -> str | None:
     """The id of experiment `name` in the store (tagged for the UI on the way), or None."""
     exp = track.retry(lambda: track.client(uri).get_experiment_by_name(name), what="get experiment")
     if exp is None:
         return None
-    if exp.tags.get(KIND_TAG) != KIND:
-        mark_experiment_kind(uri, exp.experiment_id)
+    if any(exp.tags.get(k) != v for k, v in track.EXPERIMENT_TAGS.items()):
+        track.tag_experiment(uri, exp.experiment_id)
     return exp.experiment_id
 
 

@@ -141,7 +141,7 @@ def test_two_sweeps_on_a_new_store_both_keep_their_parent_run(tmp_path, data_roo
     assert codes == [0, 0] and "Traceback" not in out and "raised" not in out, out[-3000:]
     parents = parent_runs(uri)
     assert len(parents) == 2 and {p.info.status for p in parents} == {"FINISHED"}
-    assert [p.data.metrics["jobs_finished"] for p in parents] == [1, 1]
+    assert [p.data.tags["jobs_finished"] for p in parents] == ["1", "1"]
 
 
 @pytest.mark.parametrize("sig, code, line", [(signal.SIGTERM, 143, "received signal SIGTERM"),

@@ -85,7 +85,7 @@ def test_ui_serves_the_store_prints_the_landing_url_opens_it_and_ends_on_sigterm
             time.sleep(0.2)
         assert (tmp_path / "opened").read_text().strip() == url
         tags = track.client(uri).get_experiment(experiment_id).tags
-        assert tags[ui.KIND_TAG] == ui.KIND  # a store made before the sweep callback tagged it
+        assert tags["mlflow.experimentKind"] == "custom_model_development"  # a store made before rethink tagged it
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         assert group_ends(proc.pid), "the server left processes behind"
