@@ -1,32 +1,90 @@
-"""Figures shared by jobs (learning-curve artifact) and the report."""
+"""Figures shared by jobs (learning-curve artifact) and the report, and the conventions they share:
+the step axis, the chance line, the subtitle naming scale and data size, PNG + PDF output."""
 
 from __future__ import annotations
+
+import math
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+# From this many steps on, an axis in thousands of steps reads well (ticks 0..5 and up); below, the
+# thousands would be fractions (0.1, 0.2, ...), so the axis stays in plain steps.
+THOUSANDS_FROM = 5000
+FORMATS = ("png", "pdf")  # every figure is written as both: PNG for the README, PDF to publish
 
-def learning_curve(history: list[dict], title: str) -> Figure:
-    """Training loss, and train/test accuracy, against thousands of SGD steps."""
-    steps = [h["step"] / 1000 for h in history]
+
+def step_axis(max_step: float) -> tuple[float, str]:
+    """(divisor, x label) for an axis of SGD steps: thousands only where the steps run that high."""
+    if max_step >= THOUSANDS_FROM:
+        return 1000.0, "thousands of SGD steps"
+    return 1.0, "SGD steps"
+
+
+def chance_line(ax: Axes, y: float, what: str = "") -> None:
+    """A dotted horizontal line at the chance level, labelled `chance` (plus `what`) in the legend."""
+    ax.axhline(y, color="0.35", ls=":", lw=1.2, label="chance" + (f" ({what})" if what else ""), zorder=0)
+
+
+def subtitle(scale: str | None = None, train_size: int | None = None) -> str:
+    """`scale=cpu, 20,000 training images` (the parts known; empty if neither)."""
+    parts = [f"scale={scale}"] if scale else []
+    if train_size is not None and not (isinstance(train_size, float) and math.isnan(train_size)):
+        parts.append(f"{int(train_size):,} training images")
+    return ", ".join(parts)
+
+
+def with_subtitle(title: str, scale: str | None = None, train_size: int | None = None) -> str:
+    """`title — scale=..., N training images`, or `title` alone where neither is known."""
+    sub = subtitle(scale, train_size)
+    return f"{title} — {sub}" if sub else title
+
+
+def save(fig: Figure, stem: Path, dpi: int = 150) -> list[Path]:
+    """Write `fig` as stem.png and stem.pdf; return the paths."""
+    paths = [stem.with_suffix(f".{fmt}") for fmt in FORMATS]
+    for path in paths:
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return paths
+
+
+def _series(history: list[dict], key: str, scale: float = 1.0) -> list[float] | None:
+    """`key` of every history row (times `scale`), or None where the rows do not all have it."""
+    if not all(key in h for h in history):
+        return None
+    return [scale * h[key] for h in history]
+
+
+def learning_curve(history: list[dict], title: str, *, scale: str | None = None,
+                   train_size: int | None = None, num_classes: int | None = None) -> Figure:
+    """Training loss, and train/test accuracy, against SGD steps; with `num_classes`, the chance levels."""
+    div, xlabel = step_axis(max((h["step"] for h in history), default=0))
+    steps = [h["step"] / div for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax_loss.plot(steps, [h["train/loss"] for h in history], label="train loss (running)")
-    ax_loss.plot(steps, [h["test/loss"] for h in history], label="test loss")
-    ax_loss.set(xlabel="thousands of steps", ylabel="cross-entropy loss", yscale="log", title="loss")
-    ax_acc.plot(steps, [100 * h["train/acc"] for h in history], label="train accuracy (eval mode)")
-    ax_acc.plot(steps, [100 * h["test/acc"] for h in history], label="test accuracy")
-    if "train/acc_clean" in history[0]:
-        ax_acc.plot(steps, [100 * h["train/acc_clean"] for h in history], ":", label="train, clean subset")
-    if "train/acc_corrupted" in history[0]:
-        ax_acc.plot(steps, [100 * h["train/acc_corrupted"] for h in history], ":", label="train, corrupted subset")
-    ax_acc.set(xlabel="thousands of steps", ylabel="accuracy (%)", ylim=(0, 100), title="accuracy")
+    for key, label in (("train/loss", "train loss (running)"), ("test/loss", "test loss")):
+        if (ys := _series(history, key)) is not None:
+            ax_loss.plot(steps, ys, label=label)
+    if num_classes:
+        chance_line(ax_loss, math.log(num_classes), f"uniform prediction, ln {num_classes}")
+    ax_loss.set(xlabel=xlabel, ylabel="cross-entropy loss", yscale="log", title="loss")
+    for key, style, label in (("train/acc", "-", "train accuracy (eval mode)"), ("test/acc", "-", "test accuracy"),
+                              ("train/acc_clean", ":", "train, clean subset"),
+                              ("train/acc_corrupted", ":", "train, corrupted subset")):
+        if (ys := _series(history, key, 100.0)) is not None:
+            ax_acc.plot(steps, ys, style, label=label)
+    if num_classes:
+        chance_line(ax_acc, 100.0 / num_classes, f"{num_classes} classes")
+    ax_acc.set(xlabel=xlabel, ylabel="accuracy (%)", ylim=(0, 100), title="accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(with_subtitle(title, scale, train_size))
     fig.tight_layout()
     return fig
 
