@@ -59,6 +59,60 @@ def pick_runs(uri: str, experiment: str) -> tuple[str, str, list[str]]:
     return exp.experiment_id, parent, [r.info.run_id for r in children]
 
 
+def close_assistant(page) -> None:
+    """Close MLflow's assistant side panel, if it is open (it takes a third of the page)."""
+    panel = page.get_by_text("MLflow Assistant")
+    if not panel.count():
+        return
+    box = panel.first.bounding_box()
+    for button in page.get_by_role("button").all():
+        b = button.bounding_box()
+        if box and b and abs(b["y"] - box["y"]) < 20 and b["x"] > box["x"] + 250:  # the last icon of its header: X
+            last = button
+    if "last" in locals():
+        last.click()
+        time.sleep(1)
+
+
+RUNS_TABLE_COLUMNS = ("corruption.level", "model.name", "train/acc", "test/acc", "generalization_gap", "fit_epoch",
+                      "scale", "budget")
+COMPARE_METRICS = ("generalization_gap", "test/acc", "train/acc")
+
+
+def runs_table(page) -> None:
+    """Expand the sweep's parent row (its jobs nest under it) and show the columns a reader wants."""
+    parent = page.get_by_text("sweep-multirun").first
+    if parent.count():
+        box = parent.bounding_box()
+        page.mouse.click(box["x"] - 20, box["y"] + box["height"] / 2)  # the row's expander, left of its name
+        time.sleep(1.5)
+    page.get_by_role("button", name="Columns").first.click()
+    time.sleep(1)
+    menu = page.locator("[role=menu], [role=dialog]").first
+    for column in RUNS_TABLE_COLUMNS:
+        item = menu.get_by_text(column, exact=True)
+        if item.count():
+            item.first.click()
+            time.sleep(0.3)
+    page.keyboard.press("Escape")
+    time.sleep(1.5)
+
+
+def compare_metrics(page) -> None:
+    """Parallel coordinates of p against the gap and accuracies (the view opens on one metric)."""
+    for chip in page.locator("[aria-label='close'], [aria-label='Remove'], .ant-select-selection-item-remove").all()[1:]:
+        chip.click()
+        time.sleep(0.3)
+    select = page.locator(".ant-select-selector, [role=combobox]").nth(1)
+    for metric in COMPARE_METRICS:
+        select.click()
+        page.keyboard.type(metric)
+        page.keyboard.press("Enter")
+        time.sleep(0.5)
+    page.keyboard.press("Escape")
+    time.sleep(2)
+
+
 def shoot(base: str, exp: str, parent: str, children: list[str], out: Path) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
@@ -73,18 +127,18 @@ def shoot(base: str, exp: str, parent: str, children: list[str], out: Path) -> l
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"),
                                     args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
         for name, path in pages.items():
             page.goto(f"{base}/{path}")
             page.wait_for_load_state("load")
             time.sleep(6)  # the UI polls, so never goes idle: give charts and tables time to render
-            if name == "runs-table":  # show the sweep's jobs under their parent
-                expand = page.locator("[data-testid='runs-table-expander'], button[aria-label*='xpand']").first
-                if expand.count():
-                    expand.click()
-                    time.sleep(1)
+            close_assistant(page)
+            if name == "runs-table":
+                runs_table(page)
+            if name == "compare-runs":
+                compare_metrics(page)
             target = out / f"mlflow-{name}.png"
-            page.screenshot(path=str(target), full_page=name in ("run-page", "compare-runs"))
+            page.screenshot(path=str(target))
             written.append(target)
         browser.close()
     return written
