@@ -74,22 +74,21 @@ def close_assistant(page) -> None:
         time.sleep(1)
 
 
-RUNS_TABLE_COLUMNS = ("corruption.level", "model.name", "train/acc", "test/acc", "generalization_gap", "fit_epoch",
-                      "scale", "budget")
+RUNS_TABLE_COLUMNS = ("corruption.level", "train/acc", "test/acc", "generalization_gap", "fit_epoch", "budget")
+HIDE_COLUMNS = ("Dataset", "Source", "Models")  # shown by default; wide, and the same for every run
 COMPARE_METRICS = ("generalization_gap", "test/acc", "train/acc")
 
 
 def runs_table(page) -> None:
     """Expand the sweep's parent row (its jobs nest under it) and show the columns a reader wants."""
-    parent = page.get_by_text("sweep-multirun").first
-    if parent.count():
-        box = parent.bounding_box()
-        page.mouse.click(box["x"] - 20, box["y"] + box["height"] / 2)  # the row's expander, left of its name
+    expander = page.locator("[role=gridcell][col-id*='Run Name'] button[data-component-id*='runnamecellrenderer']")
+    if expander.count():  # the sweep's parent row: its jobs nest under it
+        expander.first.click()
         time.sleep(1.5)
     page.get_by_role("button", name="Columns").first.click()
     time.sleep(1)
     menu = page.locator("[role=menu], [role=dialog]").first
-    for column in RUNS_TABLE_COLUMNS:
+    for column in RUNS_TABLE_COLUMNS + HIDE_COLUMNS:
         item = menu.get_by_text(column, exact=True)
         if item.count():
             item.first.click()
@@ -100,15 +99,16 @@ def runs_table(page) -> None:
 
 def compare_metrics(page) -> None:
     """Parallel coordinates of p against the gap and accuracies (the view opens on one metric)."""
-    for chip in page.locator("[aria-label='close'], [aria-label='Remove'], .ant-select-selection-item-remove").all()[1:]:
-        chip.click()
-        time.sleep(0.3)
-    select = page.locator(".ant-select-selector, [role=combobox]").nth(1)
-    for metric in COMPARE_METRICS:
-        select.click()
-        page.keyboard.type(metric)
-        page.keyboard.press("Enter")
-        time.sleep(0.5)
+    page.get_by_role("button", name="Clear All").click()
+    time.sleep(0.5)
+    selects = page.locator(".ant-select-selector, [role=combobox]")
+    for index, names in ((0, ("corruption.level",)), (1, COMPARE_METRICS)):
+        for name in names:
+            selects.nth(index).click()
+            page.keyboard.type(name)
+            page.keyboard.press("Enter")
+            time.sleep(0.5)
+        page.keyboard.press("Escape")
     page.keyboard.press("Escape")
     time.sleep(2)
 

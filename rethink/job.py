@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -113,8 +114,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
                      "overrides.yaml": {"overrides": hctx.get("overrides", []), "choices": hctx.get("choices", {})}}
         system_metrics = cfg.mlflow.get("system_metrics", "auto")
         watch = runtime.device.type == "cuda" if system_metrics == "auto" else bool(system_metrics)
-        body = lambda ctx: train_body(ctx, name, note, model, corrupted, settings, runtime, t0, watch)  # noqa: E731
-        return runner.Plan(name, body, params, tags, artifacts, record.dataset_inputs(cfg, data, corrupted))
+        prepared = Prepared(name, note, tags["scale"], model, corrupted, settings, runtime, t0, watch)
+        return runner.Plan(name, lambda ctx: train_body(ctx, prepared), params, tags, artifacts,
+                           record.dataset_inputs(cfg, data, corrupted))
 
     return runner.run_job(spec, prepare)
 
@@ -143,13 +145,28 @@ def check_complete(job: track.JobRun, history: list[dict]) -> None:
                                  f"(e.g. {key} at steps {steps[:5]}): the run cannot end FINISHED")
 
 
-def train_body(ctx: runner.JobContext, name: str, note: str, model, corrupted, settings, runtime, t0: float,
-               system_metrics: bool = False) -> dict[str, float]:
+@dataclass
+class Prepared:
+    """What `prepare()` hands the body: the run's name and description, the built model, the data."""
+
+    name: str
+    note: str
+    scale: str
+    model: Any
+    corrupted: Any
+    settings: Any
+    runtime: Any
+    t0: float  # when preparing started: the run's wall time counts it
+    system_metrics: bool = False
+
+
+def train_body(ctx: runner.JobContext, p: Prepared) -> dict[str, float]:
     """Train, logging each epoch (metrics and a table row) and checkpointing; then the summary, also
     as a table in the run's description so its page shows the numbers at a glance."""
     from rethink import plots
     from rethink.train import train
 
+    name, note, settings, t0 = p.name, p.note, p.settings, p.t0
     job, state = ctx.run, ctx.resume_state
     prior_wall = state["wall_time"] if state else 0.0
     log.info(" ".join(f"{{:>{len(f.format('' if 'd' not in f and 'f' not in f else 0))}}}".format(h)
@@ -167,8 +184,8 @@ def train_body(ctx: runner.JobContext, name: str, note: str, model, corrupted, s
     def on_checkpoint(st: dict) -> None:
         ctx.save_checkpoint(st | {"wall_time": prior_wall + time.perf_counter() - t0})
 
-    with job.system_metrics(system_metrics):
-        result = train(model, corrupted, settings, on_epoch, on_checkpoint, resume=state, runtime=runtime)
+    with job.system_metrics(p.system_metrics):
+        result = train(p.model, p.corrupted, settings, on_epoch, on_checkpoint, resume=state, runtime=p.runtime)
     check_complete(job, result.history)
     final = summary_metrics(result) | {"wall_time": prior_wall + time.perf_counter() - t0,
                                        "train_time": result.train_time, "tracking_seconds": job.log_seconds}
@@ -176,7 +193,8 @@ def train_body(ctx: runner.JobContext, name: str, note: str, model, corrupted, s
     last = result.history[-1]
     job.set_tags({"stop_reason": result.stop_reason, track.NOTE: note + "\n\n" + results_table(last, final, result.stop_reason)})
     job.log_dict(last | final | {"stop_reason": result.stop_reason}, "final_metrics.json")
-    fig = plots.learning_curve(result.history, name)
+    fig = plots.learning_curve(result.history, name, scale=p.scale, train_size=len(p.corrupted.train_y),
+                               num_classes=p.corrupted.num_classes)
     job.log_figure(fig, "learning_curve.png")
     plots.close(fig)
     ctx.summary = (f"{name}: stopped ({result.stop_reason}) after {result.epochs} epochs: train acc "
