@@ -183,7 +183,7 @@ def test_censored_runs_are_lower_bounds_or_no_ratio(censored_store, tmp_path):
     t1 = report.table1(df).set_index(["model", "random crop", "weight decay"])
     assert t1.loc[("alexnet", "no", "no"), "fitted"] == "0/1 (not all reached the target)"
     assert t1.loc[("alexnet (random labels)", "no", "no"), "fitted"] == "1/1"
-    md = report._markdown(report.fig1_table(report.fig1_frame(df)))
+    md = report.markdown(report.fig1_table(report.fig1_frame(df)))
     assert ">= 3.79" in md and "p=0 censored" in md and "nan" not in md
 
     fig = report.fig1b(report.fig1_frame(df), df)
