@@ -31,9 +31,11 @@ def record(*, model, level, seed=0, kind="labels", crop=False, wd=0.0, scale="cp
 
 
 def log_run(uri, exp, *, train, test, fit_step=None, steps=None, losses=(2.0, 1.0, 0.5), name=None,
-            final=True, tags=None, **rec):
-    """A FINISHED run with per-epoch metrics and (`final`) the summary metrics; returns its run id."""
-    params, base_tags = record(**rec)
+            final=True, tags=None, params=None, **rec):
+    """A FINISHED run with per-epoch metrics and (`final`) the summary metrics, plus `params` (the
+    setup params a run records since they exist: trainer.*, model.init...); returns its run id."""
+    base_params, base_tags = record(**rec)
+    params = base_params | (params or {})
     steps = steps or 100 * len(losses)
     base_tags["stop_reason"] = "target" if fit_step else "max_epochs"
     with track.start_run(uri, exp, name or base_tags["config_hash"], base_tags | (tags or {})) as run:
@@ -243,6 +245,52 @@ def test_learning_curve_titles_and_chance():
     assert fig._suptitle.get_text() == "plain"
     plots.close(fig)
     assert plots.step_axis(4999) == (1.0, "SGD steps") and plots.step_axis(5000)[1] == "thousands of SGD steps"
+
+
+# The setup params job.py records today (record.params: natural types); older runs lack them.
+SETUP = {"trainer.max_epochs": 60, "trainer.stop_at_target": True, "trainer.patience": None, "trainer.amp": "auto",
+         "trainer.lr_decay": 0.95, "trainer.lr_decay_period": 391, "regularizer.weight_decay_on": "weights",
+         "test_examples": 10000, "model.init": "glorot"}
+
+
+def test_deviations_are_read_from_the_runs_used(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = track.ensure_experiment(uri, "rethink")
+    cpu, gpu = {"device": "cpu (2 threads)"}, {"device": "cuda:0 NVIDIA H200"}
+    log_run(uri, exp, model="mlp_1x512", level=0.0, train=1.0, test=0.5, fit_step=100, tags=cpu, params=SETUP)
+    log_run(uri, exp, model="mlp_1x512", level=1.0, train=1.0, test=0.1, fit_step=300, tags=cpu,
+            params=SETUP | {"model.init": "torch"})
+    log_run(uri, exp, model="inception", level=0.0, wd=0.004, train=1.0, test=0.6, fit_step=200, train_size=50000,
+            tags=gpu, params=SETUP | {"model.net.conv_module": "tf_slim", "trainer.lr_decay_period": None,
+                                      "trainer.max_epochs": 200})
+    # An older run: none of the setup params, numbers as floats.
+    log_run(uri, exp, model="inception", level=1.0, train=1.0, test=0.1, fit_step=300, train_size=200, legacy=True,
+            tags={"budget": "standard"})
+    # Not used (a custom budget): its values must not be counted.
+    log_run(uri, exp, model="mlp_1x512", level=0.5, train=1.0, test=0.3, fit_step=200, budget="custom",
+            params=SETUP | {"model.init": "lecun", "trainer.patience": 5})
+    report.write_report(uri, tmp_path / "out", scale="cpu")
+    section = (tmp_path / "out" / "README.md").read_text().split("## Deviations from the paper")[1].split("\n## ")[0]
+    items = {line.split("**")[1]: line for line in section.splitlines() if line.startswith("- **")}
+    assert "How the 4 runs used" in section and "lecun" not in section and "patience=5" not in section
+    assert "JPEG (quality 75, 4:2:0 chroma subsampling) (4 runs)" in items["Data"] and "a little lower" in items["Data"]
+    assert ("mlp_1x512: 1,000 training images, 10,000 test images, at most 60 epochs (2 runs)"
+            in items["Training budget"])
+    assert "inception: 200 training images, test images not recorded, epoch cap not recorded (1 run)" in items["Training budget"]
+    assert "target_train_acc=0.999, stop_at_target=True, patience=None (3 runs)" in items["Stopping rule"]
+    assert ("glorot (2 runs), PyTorch default (an older run: no model.init param) (1 run), torch (1 run)"
+            in items["Initialization"])
+    conv = items["Inception's conv module"]
+    assert "inception: tf_slim (conv (no bias)" in conv and "inception: not recorded (an older run" in conv
+    assert "mlp" not in conv
+    assert "0.004 on weights (conv/linear kernels only) (1 run)" in items["Weight decay"]
+    prec = items["Device and precision"]
+    assert "cpu (2 threads), fp32 (2 runs)" in prec and "cuda:0 NVIDIA H200, bf16 autocast (1 run)" in prec
+    assert "cpu, precision not recorded (1 run)" in prec
+    lr = items["LR schedule"]
+    assert "x0.95 every 391 steps (2 runs)" in lr and "x0.95 per epoch (as the paper) (1 run)" in lr
+    assert "not recorded (1 run)" in lr and "Paper: x0.95 per epoch" in lr
+    assert "No run used" in report.deviations_section(report.load_runs(uri, scale="paper"))
 
 
 @pytest.mark.slow

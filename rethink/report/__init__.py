@@ -9,8 +9,9 @@ used" in the report's README. Runs are matched to the paper's rows by their para
 regularizers, corruption), so a run made by any sweep counts; repeated seeds are averaged (mean and
 std), and of two runs of one config (rerun=true) the newer counts.
 
-One job per module: `runs` (reading and selecting runs), `paper` (the paper's numbers), `tables`,
-`figures`, `readme` (the README's text); this module writes the report folder.
+One job per module: `runs` (reading and selecting runs), `paper` (the paper's numbers and setup),
+`tables`, `figures`, `readme` (the README's text), `deviations` (how the runs used differ from the
+paper's setup); this module writes the report folder.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from rethink import track
 from rethink.redact import redact
 from rethink.report import readme
+from rethink.report.deviations import deviations_section
 from rethink.report.figures import fig1a, fig1b, fig1c, fig2b, save_figures
 from rethink.report.paper import PAPER_FIG1C_P0, PAPER_TABLE1, PAPER_TABLE4
 from rethink.report.runs import (
@@ -33,9 +35,9 @@ from rethink.report.runs import (
 )
 from rethink.report.tables import fig1_frame, fig1_table, markdown, table1, table4
 
-__all__ = ["PAPER_FIG1C_P0", "PAPER_TABLE1", "PAPER_TABLE4", "STANDARD", "fig1_frame", "fig1_table", "fig1a", "fig1b",
-           "fig1c", "fig2b", "load_runs", "log_report", "markdown", "read_runs", "split_runs", "table1", "table4",
-           "why_not_used", "write_report"]
+__all__ = ["PAPER_FIG1C_P0", "PAPER_TABLE1", "PAPER_TABLE4", "STANDARD", "deviations_section", "fig1_frame",
+           "fig1_table", "fig1a", "fig1b", "fig1c", "fig2b", "load_runs", "log_report", "markdown", "read_runs",
+           "split_runs", "table1", "table4", "why_not_used", "write_report"]
 
 log = logging.getLogger(__name__)
 

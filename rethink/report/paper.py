@@ -27,3 +27,20 @@ FIG1_MODELS = ("inception", "alexnet", "mlp_1x512")
 FIG1A_CURVES = [("labels", 0.0, "true labels"), ("labels", 1.0, "random labels"), ("shuffled_pixels", 1.0, "shuffled pixels"),
                 ("random_pixels", 1.0, "random pixels"), ("gaussian", 1.0, "gaussian")]
 NUM_CLASSES = 10  # CIFAR-10: chance is 10 % test accuracy, test error 0.9, loss ln 10
+
+# The paper's setup (Appendix A and the tables), which the README's deviations set ours beside.
+PAPER_TRAIN_SIZE, PAPER_TEST_SIZE = 50_000, 10_000  # CIFAR-10's full splits
+PAPER_LR_DECAY = 0.95  # "a decay factor of 0.95 per training epoch"
+_TRAIN_ACCS = [row[4] for row in PAPER_TABLE1]
+PAPER_SETUP = {
+    "data": "the original CIFAR-10",
+    "budget": f"all {PAPER_TRAIN_SIZE:,} training and {PAPER_TEST_SIZE:,} test images; the epoch count is not stated",
+    "stopping": f"none stated; Table 1 reports training accuracies of {min(_TRAIN_ACCS):.2f}-{max(_TRAIN_ACCS):.0f} %",
+    "init": "its TensorFlow models' initializers (glorot = TensorFlow's default: Glorot-uniform kernels, zero biases; "
+            "torch = PyTorch's own)",
+    "conv_module": "conv -> BatchNorm -> ReLU (Appendix A), without saying which of them carries the per-channel "
+                   "shift; its parameter count allows one per channel",
+    "weight_decay": "the coefficient is not stated",
+    "precision": "TensorFlow on GPUs; reduced precision is not mentioned",
+    "lr_schedule": f"x{PAPER_LR_DECAY:g} per epoch",
+}

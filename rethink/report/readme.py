@@ -1,5 +1,5 @@
-"""The report folder's README text: the head (runs used, stopping rule, accuracies), where our
-results differ from the paper, the figure captions, and the runs not used with their reasons."""
+"""The report folder's README text: the head (runs used, stopping rule, accuracies, the deviations from
+the paper's setup, where our numbers differ), the figure captions, and the runs not used with their reasons."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rethink.report.runs import train_sizes
+from rethink.report.deviations import deviations_section
 from rethink.report.tables import markdown
 
 CAPTIONS = {
@@ -35,9 +35,9 @@ def _unfit_line(df: pd.DataFrame) -> str | None:
 
 
 def notes(df: pd.DataFrame, t1: pd.DataFrame, scale: str | None, unused: pd.DataFrame | None = None) -> str:
-    """The report folder's README head: scale, data, seeds, stopping rule, and where we differ from the paper."""
+    """The README's head: the runs used, the stopping rule, the deviations from the paper's setup, and where our
+    numbers differ from the paper's."""
     n_unused = 0 if unused is None else len(unused)
-    sizes = train_sizes(df)
     lines = [
         f"# rethink report — scale: {scale or 'all runs'}", "",
         f"{len(df)} runs used: FINISHED CIFAR-10 training runs"
@@ -45,20 +45,19 @@ def notes(df: pd.DataFrame, t1: pd.DataFrame, scale: str | None, unused: pd.Data
         + (f", seeds {sorted(int(s) for s in df['seed'].unique())}, devices "
            f"{sorted(str(d) for d in df['device'].dropna().unique())}" if len(df) else "")
         + f". {n_unused} run(s) of the store not used: listed under [Runs not used](#runs-not-used).", "",
-        "- **Data:** the local CIFAR-10 copy is re-encoded as JPEG (quality 75), so test accuracies run a little below "
-        "the paper's. Training images per model: " + ("; ".join(f"{m}: {v:,}" for m, v in sizes.items()) or "—") + ".",
         "- **Stopping rule / time to overfit:** a run stops when its full-training-set accuracy (eval mode) reaches "
         f"{', '.join(f'{t:g}' for t in sorted(df['target'].dropna().unique())) or 'its target'}; 'time to overfit' is "
         "the SGD step where that first happened. A run that hit the epoch cap or stalled first is censored: its last "
         "step is only a lower bound, drawn as an open triangle in Fig. 1b and written `>= x` in its table; where the "
         "p = 0 run itself is censored there is no ratio (`p=0 censored`, not drawn).",
         "- **Accuracies** are the last epoch's: train = full training set in eval mode against the (possibly "
-        "corrupted) training labels; test = true test labels. `fitted` counts the runs that reached the target.", "",
-        "## Where we differ from the paper", "",
+        "corrupted) training labels; test = true test labels. `fitted` counts the runs that reached the target.",
+        deviations_section(df),
+        "## Where our numbers differ from the paper", "",
     ]
     big = [r for r in t1.dropna(subset=["test diff"]).to_dict("records") if abs(r["test diff"]) > 3]
     if scale == "cpu":
-        lines.append("- At `scale=cpu` every model trains on a subset (see the sizes above; the paper used all 50,000 "
+        lines.append("- At `scale=cpu` every model trains on a subset (see the training budget above; the paper used all 50,000 "
                      "images): the MLPs' test accuracy lands a few points below the paper's, the conv nets' far below. "
                      "The reduced scale shows the *effects* (fitting random labels, chance-level test accuracy at "
                      "p = 1, error rising with p), not the paper's absolute test numbers.")

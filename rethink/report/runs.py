@@ -55,22 +55,29 @@ def read_runs(uri: str, experiment: str = "rethink") -> pd.DataFrame:
         "train_acc": m("train/acc"), "test_acc": m("test/acc"), "fit_step": m("fit_step"),
         "fit_epoch": m("fit_epoch"), "steps": m("steps"), "epochs": m("epochs"), "wall_time": m("wall_time"),
         "stop_reason": _col(raw, "tags.stop_reason"), "device": _col(raw, "tags.device"),
+        # The setup, for the README's deviations from the paper (raw params: a missing one is NaN).
+        "weight_decay": _num(raw, "params.regularizer.weight_decay").fillna(0),
+        "wd_on": p("regularizer.weight_decay_on"), "test_size": _num(raw, "params.test_examples"),
+        "max_epochs": _num(raw, "params.trainer.max_epochs"), "stop_at_target": p("trainer.stop_at_target"),
+        "patience": p("trainer.patience"), "init": p("model.init"), "conv_module": p("model.net.conv_module"),
+        "amp": p("trainer.amp"), "lr_decay": p("trainer.lr_decay"), "lr_decay_period": p("trainer.lr_decay_period"),
     })
 
 
-def _missing(value) -> bool:
+def is_missing(value) -> bool:
+    """Whether a cell of the runs frame holds nothing (None or NaN; a string never counts as missing)."""
     return value is None or (not isinstance(value, str) and pd.isna(value))
 
 
 def _budget_reason(r: dict, budgets: tuple[str, ...] | None) -> str | None:
     """Why the run's budget keeps it out of the paper tables (None: it does not)."""
-    budget = UNTAGGED if _missing(r["budget"]) else str(r["budget"])
+    budget = UNTAGGED if is_missing(r["budget"]) else str(r["budget"])
     if budgets is None or budget in budgets:
         return None
     if budget == UNTAGGED:
         return "untagged: no budget tag (an older run; its budget is unknown)"
     if budget == "custom":
-        overrides = "" if _missing(r["budget_overrides"]) else str(r["budget_overrides"])
+        overrides = "" if is_missing(r["budget_overrides"]) else str(r["budget_overrides"])
         return f"custom budget: {overrides or '(overrides not recorded)'}"
     return f"budget {budget}"
 
@@ -79,19 +86,19 @@ def why_not_used(r: dict, scale: str | None, budgets: tuple[str, ...] | None = S
     """The first reason a run (one row of `read_runs`) is not used for the paper tables; None: it is."""
     if r["status"] != "FINISHED":
         return f"status {r['status']}"
-    if not _missing(r["task"]) and r["task"] != "train":
+    if not is_missing(r["task"]) and r["task"] != "train":
         return f"not a training run (task={r['task']})"
-    if _missing(r["dataset"]):
+    if is_missing(r["dataset"]):
         return "not a training run (no dataset.name param)"
     if r["dataset"] != "cifar10":
         return f"dataset {r['dataset']} (the paper's tables are CIFAR-10)"
     if scale and r["scale"] != scale:
-        return "no scale recorded" if _missing(r["scale"]) else f"other scale: {r['scale']}"
+        return "no scale recorded" if is_missing(r["scale"]) else f"other scale: {r['scale']}"
     if reason := _budget_reason(r, budgets):
         return reason
-    if missing := [k for c, k in REQUIRED_PARAMS.items() if _missing(r[c])]:
+    if missing := [k for c, k in REQUIRED_PARAMS.items() if is_missing(r[c])]:
         return "missing or unreadable params: " + ", ".join(missing)
-    if missing := [k for c, k in REQUIRED_METRICS.items() if _missing(r[c])]:
+    if missing := [k for c, k in REQUIRED_METRICS.items() if is_missing(r[c])]:
         return "missing metrics: " + ", ".join(missing)
     return None
 
