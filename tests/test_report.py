@@ -293,6 +293,45 @@ def test_deviations_are_read_from_the_runs_used(tmp_path):
     assert "No run used" in report.deviations_section(report.load_runs(uri, scale="paper"))
 
 
+def test_wd_sweep_table_and_figure(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = track.ensure_experiment(uri, "rethink")
+    log_run(uri, exp, model="alexnet", level=1.0, wd=0.0005, train=1.0, test=0.1, fit_step=600, train_size=500)
+    for seed, train in ((0, 0.3), (1, 0.35)):  # never fitted: both stopped at the epoch cap
+        log_run(uri, exp, model="alexnet", level=1.0, wd=0.004, seed=seed, train=train, test=0.1, train_size=500)
+    log_run(uri, exp, model="mlp_1x512", level=1.0, wd=0.0005, train=1.0, test=0.1, fit_step=900)
+    log_run(uri, exp, model="mlp_1x512", level=1.0, wd=0.002, train=0.9, test=0.1)
+    log_run(uri, exp, model="mlp_1x512", level=0.0, wd=0.002, train=1.0, test=0.5, fit_step=100)  # true labels: not swept
+    df = report.load_runs(uri, scale="cpu")
+    frame = report.sweep_frame(df)
+    ws = frame.set_index(["model", "weight_decay"])
+    assert len(ws) == 4 and ws.loc[("alexnet", 0.0005), "fit"] == 1
+    a = ws.loc[("alexnet", 0.004)]
+    assert a["runs"] == 2 and a["fit"] == 0 and a["train_acc"] == pytest.approx(0.325) and a["stop_reason"] == "max_epochs x2"
+    # The paper's rows take the presets' coefficient (5e-4) only: the sweep's other points never average in.
+    t4 = report.table4(df).set_index(["model", "regularizer"])
+    assert t4.loc[("alexnet", "weight_decay"), "runs"] == 1 and t4.loc[("alexnet", "weight_decay"), "train (ours)"] == "100.00"
+    assert report.table1(df).set_index(["model", "weight decay"]).loc[("mlp_1x512", "yes"), "runs"] == 0
+
+    fig = report.sweep_figure(frame, df)
+    ax = fig.axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert ax.get_xscale() == "log" and "filled: reached the target" in labels
+    assert "alexnet (500 images)" in labels and "mlp_1x512 (1,000 images)" in labels  # their sizes differ
+    assert "open: not all runs reached the target" in labels and "chance (10 classes)" in labels
+    assert "scale=cpu" in ax.get_title()
+    plots.close(fig)
+    files = {p.name for p in report.write_report(uri, tmp_path / "out", scale="cpu")}
+    assert {"wd_sweep.png", "wd_sweep.pdf", "wd_sweep.md", "wd_sweep.csv"} <= files
+    md = (tmp_path / "out" / "wd_sweep.md").read_text()
+    assert "fails to converge" in md and "| alexnet " in md and "32.50 ± 3.54" in md and "| no " in md
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "## Weight decay sweep (an extension)" in readme and "![wd_sweep](wd_sweep.png)" in readme
+    # One coefficient per model is Table 4's row, not a sweep: no table, no figure.
+    one = df[(df["weight_decay"] - 0.0005).abs() < 1e-12]
+    assert report.sweep_frame(one).empty and report.sweep_figure(report.sweep_frame(one), one) is None
+
+
 @pytest.mark.slow
 def test_real_preset_end_to_end_then_report(tmp_path, data_root):
     res = run_cli(["experiment=fig1bc", "hydra.sweeper.params.model=mlp_1x512", "sweep_levels=0.0,1.0",

@@ -11,7 +11,7 @@ std), and of two runs of one config (rerun=true) the newer counts.
 
 One job per module: `runs` (reading and selecting runs), `paper` (the paper's numbers and setup),
 `tables`, `figures`, `readme` (the README's text), `deviations` (how the runs used differ from the
-paper's setup); this module writes the report folder.
+paper's setup), `wd_sweep` (the weight decay sweep, an extension); this module writes the folder.
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ from rethink.report.runs import (
     why_not_used,
 )
 from rethink.report.tables import fig1_frame, fig1_table, markdown, table1, table4
+from rethink.report.wd_sweep import sweep_figure, sweep_frame, sweep_markdown
 
 __all__ = ["PAPER_FIG1C_P0", "PAPER_TABLE1", "PAPER_TABLE4", "STANDARD", "deviations_section", "fig1_frame",
            "fig1_table", "fig1a", "fig1b", "fig1c", "fig2b", "load_runs", "log_report", "markdown", "read_runs",
-           "split_runs", "table1", "table4", "why_not_used", "write_report"]
+           "split_runs", "sweep_figure", "sweep_frame", "table1", "table4", "why_not_used", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,13 @@ def write_report(uri: str, out: Path, experiment: str = "rethink", scale: str | 
         frame.to_csv(out / f"{name}.csv", index=False)
         (out / f"{name}.md").write_text(markdown(shown))
         written += [out / f"{name}.csv", out / f"{name}.md"]
+    ws = sweep_frame(df)
+    if not ws.empty:
+        ws.to_csv(out / "wd_sweep.csv", index=False)
+        (out / "wd_sweep.md").write_text(sweep_markdown(ws))
+        written += [out / "wd_sweep.csv", out / "wd_sweep.md"]
     figures = save_figures({"fig1a": fig1a(df, uri), "fig1b": fig1b(f1, df), "fig1c": fig1c(f1, df),
-                            "fig2b": fig2b(df, uri)}, out)
+                            "fig2b": fig2b(df, uri), "wd_sweep": sweep_figure(ws, df)}, out)
     written += [p for paths in figures.values() for p in paths]
     text = readme.notes(df, t1, scale, unused) + (f"\n{extra_notes.strip()}\n" if extra_notes else "")
     if budgets != STANDARD:
@@ -69,6 +75,8 @@ def write_report(uri: str, out: Path, experiment: str = "rethink", scale: str | 
                  "their preset's budget are mixed in: this is not the paper's protocol.\n")
     text += "\n## Table 1\n\n" + markdown(t1) + "\n## Table 4\n\n" + markdown(t4)
     text += "\n## Figure 1b/1c data\n\n" + markdown(fig1_table(f1))
+    if not ws.empty:
+        text += "\n## Weight decay sweep (an extension)\n\n" + sweep_markdown(ws)
     text += readme.figures_section(figures)
     text += readme.unused_section(unused, int((runs["run_kind"] == "sweep").sum()))
     (out / "README.md").write_text(text)

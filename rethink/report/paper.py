@@ -44,3 +44,5 @@ PAPER_SETUP = {
     "precision": "TensorFlow on GPUs; reduced precision is not mentioned",
     "lr_schedule": f"x{PAPER_LR_DECAY:g} per epoch",
 }
+PAPER_WD_ALEXNET = ("AlexNet with weight decay *fails to converge* on random labels (Table 4), without stating the "
+                    "coefficient")

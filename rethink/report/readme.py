@@ -18,6 +18,9 @@ CAPTIONS = {
     "fig1c": "Test error at the end of training; x: the paper's p = 0 values (read off its figure); dotted: chance. "
              "Hollow points: not all runs reached the target.",
     "fig2b": "Train and test accuracy per step; shaded: what stopping at the best test accuracy would gain.",
+    "wd_sweep": "An extension, not in the paper: final training accuracy on random labels against the weight decay "
+                "coefficient (log scale), one line per model; filled: every run reached the target, open: not all "
+                "did; dashed: the target; dotted: chance. Data: the weight decay sweep table above.",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from rethink.record import DEFAULT_WD
 from rethink.report.paper import FIG1_MODELS, PAPER_TABLE1, PAPER_TABLE4
 
 FIG1_COLUMNS = ["model", "level", "runs", "fit", "test_error", "relative_time", "censored", "p0_censored",
@@ -17,10 +18,15 @@ def no_reg(df: pd.DataFrame) -> pd.Series:
 
 
 def select(df: pd.DataFrame, model: str, crop: bool, wd: bool, flip: bool, kind: str, level: float) -> pd.DataFrame:
-    """The runs of one row of a paper table: model, regularizers (never dropout), corruption kind and level."""
+    """The runs of one row of a paper table: model, regularizers (never dropout), corruption kind and level.
+
+    Weight decay means the presets' coefficient (DEFAULT_WD): a run at another one is a point of the
+    wd_sweep extension, and averaging it into a paper row would mix two experiments.
+    """
     if df.empty:
         return df
-    return df[(df["model"] == model) & (df["crop"] == crop) & (df["wd"] == wd) & (df["flip"] == flip) & ~df["dropout"]
+    wd_ok = (df["weight_decay"] - DEFAULT_WD).abs() < 1e-12 if wd else ~df["wd"]
+    return df[(df["model"] == model) & (df["crop"] == crop) & wd_ok & (df["flip"] == flip) & ~df["dropout"]
               & (df["kind"] == kind) & ((df["level"] - level).abs() < 1e-9)]
 
 
