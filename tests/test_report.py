@@ -278,10 +278,10 @@ def test_deviations_are_read_from_the_runs_used(tmp_path):
             in items["Training budget"])
     assert "inception: 200 training images, test images not recorded, epoch cap not recorded (1 run)" in items["Training budget"]
     assert "target_train_acc=0.999, stop_at_target=True, patience=None (3 runs)" in items["Stopping rule"]
-    assert ("glorot (2 runs), PyTorch default (an older run: no model.init param) (1 run), torch (1 run)"
+    assert ("glorot (2 runs), PyTorch default (no model.init param) (1 run), torch (1 run)"
             in items["Initialization"])
     conv = items["Inception's conv module"]
-    assert "inception: tf_slim (conv (no bias)" in conv and "inception: not recorded (an older run" in conv
+    assert "inception: tf_slim (conv (no bias)" in conv and "inception: not recorded: conv + bias" in conv
     assert "mlp" not in conv
     assert "0.004 on weights (conv/linear kernels only) (1 run)" in items["Weight decay"]
     prec = items["Device and precision"]

@@ -16,7 +16,8 @@ JPEG = "CIFAR-10 from the local copy, re-encoded as JPEG (quality 75, 4:2:0 chro
 WD_ON = {"weights": "conv/linear kernels only", "all": "kernels and biases"}
 CONV_MODULES = {"tf_slim": "conv (no bias) -> BatchNorm with a learnable shift, no scale -> ReLU",
                 "bias_bn_noaffine": "conv + bias -> BatchNorm without shift or scale -> ReLU"}
-LEGACY_CONV_MODULE = "not recorded (an older run: conv + bias -> BatchNorm without shift or scale -> ReLU)"
+LEGACY_CONV_MODULE = ("not recorded: conv + bias -> BatchNorm without shift or scale -> ReLU (the only module "
+                      "before model.net.conv_module)")
 
 
 def grouped(labels: pd.Series, sep: str = ", ") -> str:
@@ -59,7 +60,7 @@ def stopping(df: pd.DataFrame) -> pd.Series:
 
 def init(df: pd.DataFrame) -> pd.Series:
     """Per run: `model.init`; a run from before that param existed used PyTorch's default."""
-    return df["init"].map(lambda v: "PyTorch default (an older run: no model.init param)" if is_missing(v) else str(v))
+    return df["init"].map(lambda v: "PyTorch default (no model.init param)" if is_missing(v) else str(v))
 
 
 def conv_module(df: pd.DataFrame) -> pd.Series | None:

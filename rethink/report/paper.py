@@ -36,12 +36,12 @@ PAPER_SETUP = {
     "data": "the original CIFAR-10",
     "budget": f"all {PAPER_TRAIN_SIZE:,} training and {PAPER_TEST_SIZE:,} test images; the epoch count is not stated",
     "stopping": f"none stated; Table 1 reports training accuracies of {min(_TRAIN_ACCS):.2f}-{max(_TRAIN_ACCS):.0f} %",
-    "init": "its TensorFlow models' initializers (glorot = TensorFlow's default: Glorot-uniform kernels, zero biases; "
-            "torch = PyTorch's own)",
+    "init": "not stated; its models are TensorFlow ones (glorot = TensorFlow's default: Glorot-uniform kernels, "
+            "zero biases; torch = PyTorch's own)",
     "conv_module": "conv -> BatchNorm -> ReLU (Appendix A), without saying which of them carries the per-channel "
                    "shift; its parameter count allows one per channel",
     "weight_decay": "the coefficient is not stated",
-    "precision": "TensorFlow on GPUs; reduced precision is not mentioned",
+    "precision": "reduced precision is not mentioned",
     "lr_schedule": f"x{PAPER_LR_DECAY:g} per epoch",
 }
 PAPER_WD_ALEXNET = ("AlexNet with weight decay *fails to converge* on random labels (Table 4), without stating the "
