@@ -31,9 +31,11 @@ def record(*, model, level, seed=0, kind="labels", crop=False, wd=0.0, scale="cp
 
 
 def log_run(uri, exp, *, train, test, fit_step=None, steps=None, losses=(2.0, 1.0, 0.5), name=None,
-            final=True, tags=None, **rec):
-    """A FINISHED run with per-epoch metrics and (`final`) the summary metrics; returns its run id."""
-    params, base_tags = record(**rec)
+            final=True, tags=None, params=None, **rec):
+    """A FINISHED run with per-epoch metrics and (`final`) the summary metrics, plus `params` (the
+    setup params a run records since they exist: trainer.*, model.init...); returns its run id."""
+    base_params, base_tags = record(**rec)
+    params = base_params | (params or {})
     steps = steps or 100 * len(losses)
     base_tags["stop_reason"] = "target" if fit_step else "max_epochs"
     with track.start_run(uri, exp, name or base_tags["config_hash"], base_tags | (tags or {})) as run:
@@ -183,7 +185,7 @@ def test_censored_runs_are_lower_bounds_or_no_ratio(censored_store, tmp_path):
     t1 = report.table1(df).set_index(["model", "random crop", "weight decay"])
     assert t1.loc[("alexnet", "no", "no"), "fitted"] == "0/1 (not all reached the target)"
     assert t1.loc[("alexnet (random labels)", "no", "no"), "fitted"] == "1/1"
-    md = report._markdown(report.fig1_table(report.fig1_frame(df)))
+    md = report.markdown(report.fig1_table(report.fig1_frame(df)))
     assert ">= 3.79" in md and "p=0 censored" in md and "nan" not in md
 
     fig = report.fig1b(report.fig1_frame(df), df)
@@ -243,6 +245,91 @@ def test_learning_curve_titles_and_chance():
     assert fig._suptitle.get_text() == "plain"
     plots.close(fig)
     assert plots.step_axis(4999) == (1.0, "SGD steps") and plots.step_axis(5000)[1] == "thousands of SGD steps"
+
+
+# The setup params job.py records today (record.params: natural types); older runs lack them.
+SETUP = {"trainer.max_epochs": 60, "trainer.stop_at_target": True, "trainer.patience": None, "trainer.amp": "auto",
+         "trainer.lr_decay": 0.95, "trainer.lr_decay_period": 391, "regularizer.weight_decay_on": "weights",
+         "test_examples": 10000, "model.init": "glorot"}
+
+
+def test_deviations_are_read_from_the_runs_used(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = track.ensure_experiment(uri, "rethink")
+    cpu, gpu = {"device": "cpu (2 threads)"}, {"device": "cuda:0 NVIDIA H200"}
+    log_run(uri, exp, model="mlp_1x512", level=0.0, train=1.0, test=0.5, fit_step=100, tags=cpu, params=SETUP)
+    log_run(uri, exp, model="mlp_1x512", level=1.0, train=1.0, test=0.1, fit_step=300, tags=cpu,
+            params=SETUP | {"model.init": "torch"})
+    log_run(uri, exp, model="inception", level=0.0, wd=0.004, train=1.0, test=0.6, fit_step=200, train_size=50000,
+            tags=gpu, params=SETUP | {"model.net.conv_module": "tf_slim", "trainer.lr_decay_period": None,
+                                      "trainer.max_epochs": 200})
+    # An older run: none of the setup params, numbers as floats.
+    log_run(uri, exp, model="inception", level=1.0, train=1.0, test=0.1, fit_step=300, train_size=200, legacy=True,
+            tags={"budget": "standard"})
+    # Not used (a custom budget): its values must not be counted.
+    log_run(uri, exp, model="mlp_1x512", level=0.5, train=1.0, test=0.3, fit_step=200, budget="custom",
+            params=SETUP | {"model.init": "lecun", "trainer.patience": 5})
+    report.write_report(uri, tmp_path / "out", scale="cpu")
+    section = (tmp_path / "out" / "README.md").read_text().split("## Deviations from the paper")[1].split("\n## ")[0]
+    items = {line.split("**")[1]: line for line in section.splitlines() if line.startswith("- **")}
+    assert "How the 4 runs used" in section and "lecun" not in section and "patience=5" not in section
+    assert "JPEG (quality 75, 4:2:0 chroma subsampling) (4 runs)" in items["Data"] and "a little lower" in items["Data"]
+    assert ("mlp_1x512: 1,000 training images, 10,000 test images, at most 60 epochs (2 runs)"
+            in items["Training budget"])
+    assert "inception: 200 training images, test images not recorded, epoch cap not recorded (1 run)" in items["Training budget"]
+    assert "target_train_acc=0.999, stop_at_target=True, patience=None (3 runs)" in items["Stopping rule"]
+    assert ("glorot (2 runs), PyTorch default (no model.init param) (1 run), torch (1 run)"
+            in items["Initialization"])
+    conv = items["Inception's conv module"]
+    assert "inception: tf_slim (conv (no bias)" in conv and "inception: not recorded: conv + bias" in conv
+    assert "mlp" not in conv
+    assert "0.004 on weights (conv/linear kernels only) (1 run)" in items["Weight decay"]
+    prec = items["Device and precision"]
+    assert "cpu (2 threads), fp32 (2 runs)" in prec and "cuda:0 NVIDIA H200, bf16 autocast (1 run)" in prec
+    assert "cpu, precision not recorded (1 run)" in prec
+    lr = items["LR schedule"]
+    assert "x0.95 every 391 steps (2 runs)" in lr and "x0.95 per epoch (as the paper) (1 run)" in lr
+    assert "not recorded (1 run)" in lr and "Paper: x0.95 per epoch" in lr
+    assert "No run used" in report.deviations_section(report.load_runs(uri, scale="paper"))
+
+
+def test_wd_sweep_table_and_figure(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = track.ensure_experiment(uri, "rethink")
+    log_run(uri, exp, model="alexnet", level=1.0, wd=0.0005, train=1.0, test=0.1, fit_step=600, train_size=500)
+    for seed, train in ((0, 0.3), (1, 0.35)):  # never fitted: both stopped at the epoch cap
+        log_run(uri, exp, model="alexnet", level=1.0, wd=0.004, seed=seed, train=train, test=0.1, train_size=500)
+    log_run(uri, exp, model="mlp_1x512", level=1.0, wd=0.0005, train=1.0, test=0.1, fit_step=900)
+    log_run(uri, exp, model="mlp_1x512", level=1.0, wd=0.002, train=0.9, test=0.1)
+    log_run(uri, exp, model="mlp_1x512", level=0.0, wd=0.002, train=1.0, test=0.5, fit_step=100)  # true labels: not swept
+    df = report.load_runs(uri, scale="cpu")
+    frame = report.sweep_frame(df)
+    ws = frame.set_index(["model", "weight_decay"])
+    assert len(ws) == 4 and ws.loc[("alexnet", 0.0005), "fit"] == 1
+    a = ws.loc[("alexnet", 0.004)]
+    assert a["runs"] == 2 and a["fit"] == 0 and a["train_acc"] == pytest.approx(0.325) and a["stop_reason"] == "max_epochs x2"
+    # The paper's rows take the presets' coefficient (5e-4) only: the sweep's other points never average in.
+    t4 = report.table4(df).set_index(["model", "regularizer"])
+    assert t4.loc[("alexnet", "weight_decay"), "runs"] == 1 and t4.loc[("alexnet", "weight_decay"), "train (ours)"] == "100.00"
+    assert report.table1(df).set_index(["model", "weight decay"]).loc[("mlp_1x512", "yes"), "runs"] == 0
+
+    fig = report.sweep_figure(frame, df)
+    ax = fig.axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert ax.get_xscale() == "log" and "filled: reached the target" in labels
+    assert "alexnet (500 images)" in labels and "mlp_1x512 (1,000 images)" in labels  # their sizes differ
+    assert "open: not all runs reached the target" in labels and "chance (10 classes)" in labels
+    assert "scale=cpu" in ax.get_title()
+    plots.close(fig)
+    files = {p.name for p in report.write_report(uri, tmp_path / "out", scale="cpu")}
+    assert {"wd_sweep.png", "wd_sweep.pdf", "wd_sweep.md", "wd_sweep.csv"} <= files
+    md = (tmp_path / "out" / "wd_sweep.md").read_text()
+    assert "fails to converge" in md and "| alexnet " in md and "32.50 ± 3.54" in md and "| no " in md
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "## Weight decay sweep (an extension)" in readme and "![wd_sweep](wd_sweep.png)" in readme
+    # One coefficient per model is Table 4's row, not a sweep: no table, no figure.
+    one = df[(df["weight_decay"] - 0.0005).abs() < 1e-12]
+    assert report.sweep_frame(one).empty and report.sweep_figure(report.sweep_frame(one), one) is None
 
 
 @pytest.mark.slow

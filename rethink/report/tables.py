@@ -1,0 +1,136 @@
+"""The paper's tables from the runs used: Table 1, Table 4 and the Fig. 1b/1c data, our numbers beside
+the paper's; runs are matched to rows by their params and repeated seeds averaged (mean ± std)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from rethink.record import DEFAULT_WD
+from rethink.report.paper import FIG1_MODELS, PAPER_TABLE1, PAPER_TABLE4
+
+FIG1_COLUMNS = ["model", "level", "runs", "fit", "test_error", "relative_time", "censored", "p0_censored",
+                "time to overfit / p=0"]
+
+
+def no_reg(df: pd.DataFrame) -> pd.Series:
+    """Runs without any explicit regularizer (no crop, weight decay, flip or dropout)."""
+    return ~df["crop"] & ~df["wd"] & ~df["flip"] & ~df["dropout"]
+
+
+def select(df: pd.DataFrame, model: str, crop: bool, wd: bool, flip: bool, kind: str, level: float) -> pd.DataFrame:
+    """The runs of one row of a paper table: model, regularizers (never dropout), corruption kind and level.
+
+    Weight decay means the presets' coefficient (DEFAULT_WD): a run at another one is a point of the
+    wd_sweep extension, and averaging it into a paper row would mix two experiments.
+    """
+    if df.empty:
+        return df
+    wd_ok = (df["weight_decay"] - DEFAULT_WD).abs() < 1e-12 if wd else ~df["wd"]
+    return df[(df["model"] == model) & (df["crop"] == crop) & wd_ok & (df["flip"] == flip) & ~df["dropout"]
+              & (df["kind"] == kind) & ((df["level"] - level).abs() < 1e-9)]
+
+
+def fmt(mean: float, std: float, n: int) -> str:
+    """`52.00 ± 2.83` over several runs, `51.00` for one, `—` for none."""
+    if n == 0 or pd.isna(mean):
+        return "—"
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if n > 1 else "")
+
+
+def fitted(sel: pd.DataFrame) -> str:
+    """`2/2` when every run reached the target training accuracy; otherwise says that not all did."""
+    n, k = len(sel), int(sel["fit_step"].notna().sum()) if len(sel) else 0
+    if n == 0:
+        return "—"
+    return f"{k}/{n}" if k == n else f"{k}/{n} (not all reached the target)"
+
+
+def table1(df: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 in the paper's layout: our train/test accuracy (%) beside the paper's, and the difference."""
+    rows = []
+    for model, crop, wd, random, p_train, p_test in PAPER_TABLE1:
+        sel = select(df, model, crop, wd, False, "labels", 1.0 if random else 0.0)
+        tr, te = (100 * sel["train_acc"], 100 * sel["test_acc"]) if len(sel) else (pd.Series(), pd.Series())
+        rows.append({"model": model + (" (random labels)" if random else ""), "random crop": "yes" if crop else "no",
+                     "weight decay": "yes" if wd else "no", "runs": len(sel),
+                     "train (ours)": fmt(tr.mean(), tr.std(), len(sel)), "train (paper)": p_train,
+                     "test (ours)": fmt(te.mean(), te.std(), len(sel)), "test (paper)": p_test,
+                     "test diff": round(te.mean() - p_test, 2) if len(sel) else None, "fitted": fitted(sel)})
+    return pd.DataFrame(rows)
+
+
+def table4(df: pd.DataFrame) -> pd.DataFrame:
+    """Table 4: training accuracy (%) on random labels with an explicit regularizer."""
+    rows = []
+    for model, reg, p_train in PAPER_TABLE4:
+        crop, wd, flip = reg in ("random_crop", "augment"), reg == "weight_decay", reg == "augment"
+        sel = select(df, model, crop, wd, flip, "labels", 1.0)
+        tr, te = (100 * sel["train_acc"], 100 * sel["test_acc"]) if len(sel) else (pd.Series(), pd.Series())
+        rows.append({"model": model, "regularizer": reg, "runs": len(sel), "train (ours)": fmt(tr.mean(), tr.std(), len(sel)),
+                     "train (paper)": "fails to converge" if p_train is None else p_train,
+                     "test (ours)": fmt(te.mean(), te.std(), len(sel)), "fitted": fitted(sel)})
+    return pd.DataFrame(rows)
+
+
+def _ratio_text(rel: float, censored: bool, p0_censored: bool) -> str:
+    """The relative time as the table writes it: `2.00`, `>= 3.79` (a lower bound), or why there is none."""
+    if not pd.isna(rel):
+        return f">= {rel:.2f}" if censored else f"{rel:.2f}"
+    return "p=0 censored" if p0_censored else "no p=0 run"
+
+
+def _with_baseline(sel: pd.DataFrame) -> pd.DataFrame:
+    """Each run with its time to overfit relative to the p = 0 run of its model and seed (newest one).
+
+    A run that never reached the target is censored: its last step is a lower bound on its time, so
+    its ratio is a lower bound. A censored p = 0 run gives its model/seed no ratio at all (NaN).
+    """
+    sel = sel.assign(censored=sel["fit_step"].isna(), overfit_step=sel["fit_step"].fillna(sel["steps"]))
+    base = (sel[sel["level"].abs() < 1e-9].sort_values("start_time").drop_duplicates(["model", "seed"], keep="last")
+            [["model", "seed", "overfit_step", "censored"]]
+            .rename(columns={"overfit_step": "base_step", "censored": "base_censored"}))
+    sel = sel.merge(base, on=["model", "seed"], how="left")
+    sel["p0_censored"] = sel["base_censored"].eq(True)
+    sel["relative_time"] = (sel["overfit_step"] / sel["base_step"]).where(sel["base_censored"].eq(False))
+    return sel
+
+
+def fig1_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs Fig. 1b/1c draw: the three models, label corruption, no explicit regularizer."""
+    return df[df["model"].isin(FIG1_MODELS) & (df["kind"] == "labels") & no_reg(df)] if len(df) else df
+
+
+def fig1_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Per Fig. 1 model and level p: mean test error, and time to overfit relative to p = 0 (same seed).
+
+    `relative_time` is the mean over the seeds that have a ratio; `censored`: some of those runs never
+    reached the target, so the mean is a lower bound; `p0_censored`: no ratio because p = 0 never did;
+    `fit`: how many of the `runs` reached the target.
+    """
+    sel = fig1_runs(df)
+    if sel.empty:
+        return pd.DataFrame(columns=FIG1_COLUMNS)
+    sel = _with_baseline(sel)
+    sel["ratio_censored"] = sel["censored"] & sel["relative_time"].notna()
+    f1 = (sel.groupby(["model", "level"])
+             .agg(runs=("run_id", "count"), fit=("fit_step", "count"), test_error=("test_acc", lambda s: 1 - s.mean()),
+                  relative_time=("relative_time", "mean"), censored=("ratio_censored", "any"),
+                  p0_censored=("p0_censored", "any"))
+             .reset_index())
+    f1["time to overfit / p=0"] = [_ratio_text(*t) for t in zip(f1["relative_time"], f1["censored"], f1["p0_censored"], strict=True)]
+    return f1[FIG1_COLUMNS]
+
+
+def fig1_table(f1: pd.DataFrame) -> pd.DataFrame:
+    """The Fig. 1b/1c data as the README shows it (the CSV keeps every column)."""
+    fit = [f"{k}/{n}" for k, n in zip(f1["fit"], f1["runs"], strict=True)]
+    return pd.DataFrame({"model": f1["model"], "p": f1["level"], "runs": f1["runs"], "fitted": fit,
+                         "test error": f1["test_error"].round(4), "time to overfit / p=0": f1["time to overfit / p=0"]})
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A GitHub Markdown table (tabulate via DataFrame.to_markdown); missing values read `—`."""
+    if frame.empty:
+        return "(none)\n"
+    cells = frame.astype(object).where(frame.notna(), None)
+    return cells.to_markdown(index=False, missingval="—", disable_numparse=True) + "\n"
