@@ -30,6 +30,21 @@ def params_of(rec: dict) -> dict:
     } | {f"trainer.{k}": v for k, v in s.items() if k not in ("weight_decay", "random_crop", "flip", "crop_size", "seed")}
 
 
+# What `scale=paper` gives a Hydra job: a record made with other settings has a custom budget.
+PAPER_BUDGET = {"max_epochs": 200, "patience": None, "stop_at_target": True, "target_train_acc": 0.999,
+                "lr_decay": 0.95, "lr_decay_period": None, "batch_size": 128, "momentum": 0.9}
+
+
+def budget_tags(rec: dict, scale: str) -> dict[str, str]:
+    """`budget` standard only for a full-data record made with the paper-scale settings; else custom,
+    with the differences as `budget_overrides` (as a Hydra job's command line would show them)."""
+    s = rec["settings"]
+    diffs = [f"trainer.{k}={s[k]}" for k, v in PAPER_BUDGET.items() if k in s and s[k] != v]
+    if scale != "paper":
+        diffs.insert(0, f"dataset.train_size={rec['train_size']}")
+    return {"budget": "custom", "budget_overrides": " ".join(diffs)} if diffs else {"budget": "standard"}
+
+
 def import_record(uri: str, experiment: str, rec: dict, source: str) -> dict[str, float] | None:
     """Log one record as a run through the job skeleton; None when it was imported before."""
     from rethink.job import summary_metrics
@@ -57,8 +72,8 @@ def import_record(uri: str, experiment: str, rec: dict, source: str) -> dict[str
 
     name = run_name(rec["model"], rec["kind"], rec["level"], s | {"dropout": 0.0}, rec["seed"], scale)
     tags = {"device": rec["device"], "torch": rec["torch"], "imported_from": source, "model": rec["model"],
-            "corruption": f"{rec['kind']}@{rec['level']:g}", "stop_reason": rec["stop_reason"], "scale": scale,
-            "budget": "standard" if scale == "paper" else "custom"}
+            "corruption": f"{rec['kind']}@{rec['level']:g}", "stop_reason": rec["stop_reason"], "scale": scale}
+    tags |= budget_tags(rec, scale)
     return runner.run_job(spec, lambda: runner.Plan(name, body, params, tags))
 
 

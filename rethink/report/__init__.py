@@ -69,7 +69,7 @@ def write_report(uri: str, out: Path, experiment: str = "rethink", scale: str | 
     figures = save_figures({"fig1a": fig1a(df, uri), "fig1b": fig1b(f1, df), "fig1c": fig1c(f1, df),
                             "fig2b": fig2b(df, uri), "wd_sweep": sweep_figure(ws, df)}, out)
     written += [p for paths in figures.values() for p in paths]
-    text = readme.notes(df, t1, scale, unused) + (f"\n{extra_notes.strip()}\n" if extra_notes else "")
+    text = readme.notes(df, t1, scale, unused, standard_only=budgets == STANDARD) + (f"\n{extra_notes.strip()}\n" if extra_notes else "")
     if budgets != STANDARD:
         text += (f"\n**Budgets used: {'any' if budgets is None else ', '.join(budgets)}** — runs that did not run "
                  "their preset's budget are mixed in: this is not the paper's protocol.\n")

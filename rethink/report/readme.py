@@ -24,7 +24,7 @@ CAPTIONS = {
 }
 
 
-def _unfit_line(df: pd.DataFrame) -> str | None:
+def _unfit_line(df: pd.DataFrame, scale: str | None) -> str | None:
     """The README's line on runs that never reached the target, or None if all did."""
     unfit = df[df["fit_step"].isna()]
     if unfit.empty:
@@ -32,19 +32,23 @@ def _unfit_line(df: pd.DataFrame) -> str | None:
     runs = ", ".join(
         f"{r.model}{' +crop' if r.crop else ''}{' +flip' if r.flip else ''}{' +wd' if r.wd else ''} {r.kind}@{r.level:g} "
         f"(train {100 * r.train_acc:.1f}%, {r.stop_reason} after {r.steps:.0f} steps)" for r in unfit.itertuples())
-    return (f"- {len(unfit)} run(s) never reached the target training accuracy: {runs}. A run that stops at its epoch "
-            "cap had too few SGD steps for its data, not too little capacity: at scale=cpu the conv nets get a few "
-            "hundred steps at most (compare the paper-scale GPU runs).")
+    why = (" A run that stops at its epoch cap had too few SGD steps for its data, not too little capacity: at "
+           "scale=cpu the conv nets get a few hundred steps at most." if scale == "cpu" else
+           " A `stall` stop means train accuracy stopped improving for `trainer.patience` epochs (under the x0.95 "
+           "per-epoch decay the LR is a few percent of its start by then); `max_epochs` means the epoch cap came first.")
+    return f"- {len(unfit)} run(s) never reached the target training accuracy: {runs}.{why}"
 
 
-def notes(df: pd.DataFrame, t1: pd.DataFrame, scale: str | None, unused: pd.DataFrame | None = None) -> str:
+def notes(df: pd.DataFrame, t1: pd.DataFrame, scale: str | None, unused: pd.DataFrame | None = None,
+          standard_only: bool = True) -> str:
     """The README's head: the runs used, the stopping rule, the deviations from the paper's setup, and where our
     numbers differ from the paper's."""
     n_unused = 0 if unused is None else len(unused)
     lines = [
         f"# rethink report — scale: {scale or 'all runs'}", "",
         f"{len(df)} runs used: FINISHED CIFAR-10 training runs"
-        + (f" at scale={scale}" if scale else "") + " that ran their preset's standard budget"
+        + (f" at scale={scale}" if scale else "")
+        + (" that ran their scale's standard budget" if standard_only else " whatever their budget (`--budget any`)")
         + (f", seeds {sorted(int(s) for s in df['seed'].unique())}, devices "
            f"{sorted(str(d) for d in df['device'].dropna().unique())}" if len(df) else "")
         + f". {n_unused} run(s) of the store not used: listed under [Runs not used](#runs-not-used).", "",
@@ -67,7 +71,7 @@ def notes(df: pd.DataFrame, t1: pd.DataFrame, scale: str | None, unused: pd.Data
         big = [r for r in big if r["model"].startswith("mlp")]  # the conv nets' gaps: the subset size, said above
     lines += [f"- {r['model']}, crop {r['random crop']}, wd {r['weight decay']}: test {r['test (ours)']} vs paper "
               f"{r['test (paper)']} ({r['test diff']:+.2f} points)." for r in big]
-    if line := _unfit_line(df):
+    if line := _unfit_line(df, scale):
         lines.append(line)
     return "\n".join(lines) + "\n"
 

@@ -120,7 +120,8 @@ def split_runs(runs: pd.DataFrame, scale: str | None,
     reasons[older[older].index] = [f"superseded by a newer run of the same config ({newest[h][:8]})"
                                    for h in ok.loc[older, "config_hash"]]
     used = runs[reasons.isna()].reset_index(drop=True)
-    out = runs[reasons.notna()].assign(reason=reasons)
+    left_out = reasons.notna()
+    out = runs[left_out].assign(reason=reasons[left_out])  # (a whole Series would give an empty frame its index)
     unused = pd.DataFrame({"run": out["run"], "run id": out["run_id"], "status": out["status"], "reason": out["reason"]})
     return used, unused.sort_values(["reason", "run"], key=lambda s: s.astype(str)).reset_index(drop=True)
 
