@@ -23,7 +23,6 @@ from rethink.plots import Figure, plt
 log = logging.getLogger(__name__)
 
 NAME = "sweep_summary"  # artifacts: NAME.png, .pdf (figure), .md, .csv (table)
-NOTE_TAG = "mlflow.note.content"  # MLflow's run description
 NOTE_MAX = 7500  # MLflow cuts tag values at 8000 characters
 SKIPPED = "skipped (FINISHED before)"
 NUMERIC = ["p", "train_acc", "test_acc", "gap", "epochs", "fit_step"]
@@ -189,7 +188,7 @@ def summarize(uri: str, parent_id: str, outcome: dict[str, Any]) -> list[str]:
     overrides = track.get_run(uri, parent_id).data.tags.get("overrides", "")
     if df.empty:
         log.info("sweep summary: no job ran or was skipped, nothing to tabulate")
-        track.set_run_tags(uri, parent_id, {NOTE_TAG: note(overrides, outcome, pd.DataFrame(), False)})
+        track.set_run_tags(uri, parent_id, {track.NOTE: note(overrides, outcome, pd.DataFrame(), False)})
         return []
     rows, fig = table(df), figure(df)
     if fig is None:
@@ -199,5 +198,5 @@ def summarize(uri: str, parent_id: str, outcome: dict[str, Any]) -> list[str]:
         run = track.JobRun(uri, parent_id)
         for f in files:
             run.log_artifact(f)
-    track.set_run_tags(uri, parent_id, {NOTE_TAG: note(overrides, outcome, rows, fig is not None)})
+    track.set_run_tags(uri, parent_id, {track.NOTE: note(overrides, outcome, rows, fig is not None)})
     return [f.name for f in files]
