@@ -2,6 +2,8 @@
 
 The hashes below were computed by the code before the architecture change (identity in
 rethink/track.py, 2026-11-28) for composed configs and for the committed imported GPU records.
+Keys added since then that change what a job computes (`identity.LEGACY_DEFAULTS`) are set to
+their legacy values for `TRAINING`: with them the old hashes must come back exactly.
 """
 
 import json
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import composed as compose_overrides
+from omegaconf import OmegaConf
 
 from rethink import identity
 from rethink.__main__ import normalize_argv
@@ -54,6 +57,14 @@ def composed(overrides: str):
     return compose_overrides(*normalize_argv(overrides.split()))
 
 
+def legacy(overrides: str) -> str:
+    """`overrides` plus the legacy value of every `LEGACY_DEFAULTS` key its config has."""
+    cfg = composed(overrides)
+    extra = [f"{k}={v}" for k, v in identity.LEGACY_DEFAULTS.items()
+             if OmegaConf.select(cfg, k) is not None and k != "model.net.init"]  # that one follows model.init
+    return " ".join([overrides, *extra]).strip()
+
+
 @pytest.fixture(autouse=True)
 def default_data_root(monkeypatch):
     monkeypatch.delenv("RETHINK_DATA", raising=False)  # dataset.root = "data", as when the hashes were taken
@@ -61,7 +72,7 @@ def default_data_root(monkeypatch):
 
 @pytest.mark.parametrize("overrides, expected", TRAINING.items())
 def test_training_identity_is_pinned(overrides, expected):
-    assert identity.config_hash(composed(overrides)) == expected
+    assert identity.config_hash(composed(legacy(overrides))) == expected
 
 
 @pytest.mark.parametrize("overrides, expected", THEORY.items())
@@ -79,3 +90,10 @@ def test_identity_changes_with_what_a_job_computes():
     base = identity.config_hash(composed(""))
     for overrides in ("seed=1", "trainer.lr=0.02", "corruption=0.5", "dataset.train_size=1000", "regularizer=weight_decay"):
         assert identity.config_hash(composed(overrides)) != base, overrides
+
+
+def test_a_legacy_default_hashes_as_if_absent():
+    base = {"seed": 0, "model.name": "inception"}
+    for key, old in identity.LEGACY_DEFAULTS.items():
+        assert identity.hash_values(base | {key: old}) == identity.hash_values(base), key
+        assert identity.hash_values(base | {key: "other"}) != identity.hash_values(base), key
