@@ -43,6 +43,12 @@ THEORY = {
     "task=expressivity task.data=gaussian": "a8dc39ca6433beaf",
     "task=minnorm task.start=random": "e81c8b53e7b8defd",
 }
+# The defaults once `model.init` and Inception's `model.net.conv_module` came: new hashes, pinned too.
+CURRENT = {
+    "": "32eaa69261b15481",
+    "model=inception scale=paper": "f36496cc3742fd55",
+    "model=inception_nobn": "fa8596ee66393c54",
+}
 IMPORTED = {
     "alexnet-labels0-none-s0.json": "f9654106d242cedc",
     "inception-labels0-none-s0.json": "5a5a916d9ce2089a",
@@ -73,6 +79,26 @@ def default_data_root(monkeypatch):
 @pytest.mark.parametrize("overrides, expected", TRAINING.items())
 def test_training_identity_is_pinned(overrides, expected):
     assert identity.config_hash(composed(legacy(overrides))) == expected
+
+
+@pytest.mark.parametrize("overrides, expected", CURRENT.items())
+def test_current_default_identity_is_pinned(overrides, expected):
+    assert identity.config_hash(composed(overrides)) == expected
+
+
+@pytest.mark.parametrize("model", ["mlp_1x512", "mlp_3x512", "alexnet", "inception", "inception_nobn"])
+def test_new_defaults_are_not_the_old_runs(model):
+    """The new defaults compute something else: an old run must not be reused for them."""
+    old = identity.config_hash(composed(legacy(f"model={model}")))
+    assert identity.config_hash(composed(f"model={model}")) != old
+
+
+def test_a_legacy_key_is_dropped_only_at_its_legacy_value():
+    old = identity.config_hash(composed(legacy("model=inception")))
+    # model.init reaches the net by interpolation: at the legacy value both forms leave the hash
+    assert identity.config_hash(composed("model=inception model.init=torch model.net.conv_module=bias_bn_noaffine")) == old
+    for other in ("model.init=glorot", "model.net.init=glorot", "model.net.conv_module=tf_slim"):
+        assert identity.config_hash(composed(legacy("model=inception") + " " + other)) != old, other
 
 
 @pytest.mark.parametrize("overrides, expected", THEORY.items())

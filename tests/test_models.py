@@ -121,3 +121,12 @@ def test_torch_init_leaves_the_model_as_before(cls):
     first = next(x for x in a.modules() if isinstance(x, nn.Linear | nn.Conv2d))
     assert first.bias is not None and first.bias.any()  # PyTorch's uniform biases, not TF's zeros
 
+
+def test_model_configs_default_to_glorot_and_the_tf_slim_module():
+    from conftest import composed
+
+    for name in ("mlp_1x512", "mlp_3x512", "alexnet", "inception", "inception_nobn"):
+        cfg = composed(f"model={name}")
+        assert cfg.model.init == cfg.model.net.init == "glorot", name
+    assert composed("model=inception").model.net.conv_module == "tf_slim"
+    assert composed("model=inception", "model.init=torch").model.net.init == "torch"
