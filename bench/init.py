@@ -2,6 +2,10 @@
 
     python -m bench.init --seeds 0,1,2                      # MLP 1x512, 10,000 CIFAR-10 images (label `10k`)
     python -m bench.init --label paper --train-size 0 --extra scale=paper trainer.patience=25 --max-epochs 200
+    python -m bench.init --label paper-no-decay --inits glorot --train-size 0 \
+        --extra scale=paper trainer.patience=25 trainer.lr_decay=1.0 --max-epochs 200
+    python -m bench.init --label paper-decay-per-2-epochs --train-size 0 \
+        --extra scale=paper trainer.patience=25 trainer.lr_decay_period=782 --max-epochs 200
 
 Each run is a real `python -m rethink model=mlp_1x512 corruption=1.0 model.init=<init> ...` subprocess
 into one SQLite store (`--store`, default a temporary directory; a kept store skips the jobs that
@@ -52,13 +56,25 @@ def run_job(overrides: list[str], store: Path, tag: str) -> float:
     return time.perf_counter() - t0
 
 
-def read_run(store: Path, init: str, seed: int) -> dict:
-    """The newest FINISHED run of (init, seed) in the store: summary metrics and the train-accuracy curve."""
+def job_identity(overrides: list[str]) -> str:
+    """The config hash `python -m rethink OVERRIDES` gives its run (composed here with the jobs' environment)."""
+    from hydra import compose, initialize_config_dir
+
+    from rethink.__main__ import normalize_argv
+    from rethink.identity import config_hash
+
+    os.environ["RETHINK_DATA"] = env()["RETHINK_DATA"]  # dataset.root is part of the identity
+    with initialize_config_dir(config_dir=str(REPO / "rethink" / "conf"), version_base="1.3"):
+        return config_hash(compose("config", overrides=normalize_argv(overrides)))
+
+
+def read_run(store: Path, overrides: list[str]) -> dict:
+    """The FINISHED run of these overrides in the store (found by its config hash): its summary
+    metrics and train-accuracy curve."""
     from rethink import track
 
     uri = f"sqlite:///{store}/mlflow.db"
-    df = track.runs_frame(uri, "rethink", "attributes.status = 'FINISHED'")
-    df = df[(df["params.model.init"] == init) & (df["params.seed"].astype(float) == seed)]
+    df = track.runs_frame(uri, "rethink", f"tags.config_hash = '{job_identity(overrides)}' and attributes.status = 'FINISHED'")
     row = df.sort_values("start_time").iloc[-1]
     acc = [v for _, v in sorted(track.metric_history(uri, row["run_id"], "train/acc"))]
     lr = [v for _, v in sorted(track.metric_history(uri, row["run_id"], "lr"))]
@@ -67,7 +83,8 @@ def read_run(store: Path, init: str, seed: int) -> dict:
         v = row.get(f"metrics.{key}")
         return None if v is None or v != v else float(v)
 
-    return {"init": init, "seed": seed, "epochs": len(acc), "stop_reason": row.get("tags.stop_reason"),
+    return {"init": row["params.model.init"], "seed": int(float(row["params.seed"])), "epochs": len(acc),
+            "stop_reason": row.get("tags.stop_reason"),
             "epochs_to_99": metric("epochs_to_99"), "epochs_to_99_9": metric("epochs_to_99_9"),
             "final_train_acc": acc[-1], "best_train_acc": max(acc), "final_lr": lr[-1],
             "train_acc_at": {e: acc[e - 1] for e in CURVE_EPOCHS if e <= len(acc)},
@@ -106,8 +123,8 @@ def main() -> None:
             for init in args.inits.split(","):
                 overrides = job_args(args, init, seed)
                 commands.append("python -m rethink " + " ".join(overrides))
-                wall = run_job(overrides, store, f"{init}-s{seed}")
-                runs.append(read_run(store, init, seed))
+                wall = run_job(overrides, store, f"{args.label}-{init}-s{seed}")
+                runs.append(read_run(store, overrides))
                 r = runs[-1]
                 print(f"{init:<7} seed {seed}: 99% at epoch {r['epochs_to_99']}, 99.9% at {r['epochs_to_99_9']}, "
                       f"final train acc {r['final_train_acc']:.4f} after {r['epochs']} epochs (this call: {wall:.0f}s)", flush=True)
