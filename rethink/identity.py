@@ -4,6 +4,11 @@ The identity is the sha256 of the flattened resolved config, less the keys liste
 `NON_IDENTITY_KEYS` (where results go, how fast they are computed). Adding a config key that
 does not change results must add it there too, or every FINISHED job would be trained again:
 `tests/test_identity.py` pins the hashes of stored runs.
+
+A key added later that does change results is listed in `LEGACY_DEFAULTS` with the value that
+reproduces the behaviour from before it existed: at that value it is left out of the hash, so old
+runs keep their identity (and are reused), while any other value, the new default included,
+computes something different and hashes differently.
 """
 
 from __future__ import annotations
@@ -17,6 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 # Keys (and the subtrees under them) that do not change what a training job computes.
 NON_IDENTITY_KEYS = ("mlflow", "rerun", "paths", "model.cpu", "sweep_levels", "trainer.device", "trainer.compile",
                      "trainer.eval_batch_size", "trainer.checkpoint_every", "checkpoint_dir")
+
+# Keys added after runs were stored -> the value meaning "as before the key existed" (dropped from the hash).
+LEGACY_DEFAULTS = {
+    "model.init": "torch",                         # PyTorch's own initialization
+    "model.net.init": "torch",                     # the same, as the model's net receives it
+    "model.net.conv_module": "bias_bn_noaffine",   # Inception: conv+bias -> BatchNorm2d(affine=False)
+}
 
 
 def flatten(cfg: DictConfig | dict) -> dict[str, Any]:
@@ -54,9 +66,15 @@ def natural(v: Any) -> str:
     return repr(v) if isinstance(v, float) else str(v)
 
 
+def without_legacy(flat: dict[str, Any]) -> dict[str, Any]:
+    """`flat` less the `LEGACY_DEFAULTS` keys at their legacy value: an absent key means that value."""
+    return {k: v for k, v in flat.items()
+            if k not in LEGACY_DEFAULTS or param_value(v) != param_value(LEGACY_DEFAULTS[k])}
+
+
 def hash_values(flat: dict[str, Any]) -> str:
-    """The identity of a flat {key: value} mapping (order does not matter)."""
-    blob = json.dumps({k: param_value(v) for k, v in sorted(flat.items())}, sort_keys=True)
+    """The identity of a flat {key: value} mapping (order does not matter; legacy defaults dropped)."""
+    blob = json.dumps({k: param_value(v) for k, v in sorted(without_legacy(flat).items())}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

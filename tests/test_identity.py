@@ -2,6 +2,8 @@
 
 The hashes below were computed by the code before the architecture change (identity in
 rethink/track.py, 2026-11-28) for composed configs and for the committed imported GPU records.
+Keys added since then that change what a job computes (`identity.LEGACY_DEFAULTS`) are set to
+their legacy values for `TRAINING`: with them the old hashes must come back exactly.
 """
 
 import json
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import composed as compose_overrides
+from omegaconf import OmegaConf
 
 from rethink import identity
 from rethink.__main__ import normalize_argv
@@ -40,6 +43,12 @@ THEORY = {
     "task=expressivity task.data=gaussian": "a8dc39ca6433beaf",
     "task=minnorm task.start=random": "e81c8b53e7b8defd",
 }
+# The defaults once `model.init` and Inception's `model.net.conv_module` came: new hashes, pinned too.
+CURRENT = {
+    "": "32eaa69261b15481",
+    "model=inception scale=paper": "f36496cc3742fd55",
+    "model=inception_nobn": "fa8596ee66393c54",
+}
 IMPORTED = {
     "alexnet-labels0-none-s0.json": "f9654106d242cedc",
     "inception-labels0-none-s0.json": "5a5a916d9ce2089a",
@@ -54,6 +63,14 @@ def composed(overrides: str):
     return compose_overrides(*normalize_argv(overrides.split()))
 
 
+def legacy(overrides: str) -> str:
+    """`overrides` plus the legacy value of every `LEGACY_DEFAULTS` key its config has."""
+    cfg = composed(overrides)
+    extra = [f"{k}={v}" for k, v in identity.LEGACY_DEFAULTS.items()
+             if OmegaConf.select(cfg, k) is not None and k != "model.net.init"]  # that one follows model.init
+    return " ".join([overrides, *extra]).strip()
+
+
 @pytest.fixture(autouse=True)
 def default_data_root(monkeypatch):
     monkeypatch.delenv("RETHINK_DATA", raising=False)  # dataset.root = "data", as when the hashes were taken
@@ -61,7 +78,27 @@ def default_data_root(monkeypatch):
 
 @pytest.mark.parametrize("overrides, expected", TRAINING.items())
 def test_training_identity_is_pinned(overrides, expected):
+    assert identity.config_hash(composed(legacy(overrides))) == expected
+
+
+@pytest.mark.parametrize("overrides, expected", CURRENT.items())
+def test_current_default_identity_is_pinned(overrides, expected):
     assert identity.config_hash(composed(overrides)) == expected
+
+
+@pytest.mark.parametrize("model", ["mlp_1x512", "mlp_3x512", "alexnet", "inception", "inception_nobn"])
+def test_new_defaults_are_not_the_old_runs(model):
+    """The new defaults compute something else: an old run must not be reused for them."""
+    old = identity.config_hash(composed(legacy(f"model={model}")))
+    assert identity.config_hash(composed(f"model={model}")) != old
+
+
+def test_a_legacy_key_is_dropped_only_at_its_legacy_value():
+    old = identity.config_hash(composed(legacy("model=inception")))
+    # model.init reaches the net by interpolation: at the legacy value both forms leave the hash
+    assert identity.config_hash(composed("model=inception model.init=torch model.net.conv_module=bias_bn_noaffine")) == old
+    for other in ("model.init=glorot", "model.net.init=glorot", "model.net.conv_module=tf_slim"):
+        assert identity.config_hash(composed(legacy("model=inception") + " " + other)) != old, other
 
 
 @pytest.mark.parametrize("overrides, expected", THEORY.items())
@@ -79,3 +116,10 @@ def test_identity_changes_with_what_a_job_computes():
     base = identity.config_hash(composed(""))
     for overrides in ("seed=1", "trainer.lr=0.02", "corruption=0.5", "dataset.train_size=1000", "regularizer=weight_decay"):
         assert identity.config_hash(composed(overrides)) != base, overrides
+
+
+def test_a_legacy_default_hashes_as_if_absent():
+    base = {"seed": 0, "model.name": "inception"}
+    for key, old in identity.LEGACY_DEFAULTS.items():
+        assert identity.hash_values(base | {key: old}) == identity.hash_values(base), key
+        assert identity.hash_values(base | {key: "other"}) != identity.hash_values(base), key

@@ -2,8 +2,10 @@ import pytest
 import torch
 from torch import nn
 
+from rethink.errors import RethinkError
 from rethink.models import MLP, SmallAlexNet, SmallInception, count_params
 from rethink.models.alexnet import LocalResponseNorm
+from rethink.models.inception import BatchNormShift
 
 CIFAR = (3, 28, 28)
 
@@ -46,3 +48,85 @@ def test_cumsum_lrn_matches_torch_lrn():
 def test_dropout_is_added_only_when_asked():
     assert not any(isinstance(x, nn.Dropout) for x in MLP(CIFAR, 10, [512]).modules())
     assert any(isinstance(x, nn.Dropout) for x in MLP(CIFAR, 10, [512], dropout=0.5).modules())
+
+
+def test_inception_conv_module_is_a_choice_with_the_same_count():
+    tf, old = SmallInception(CIFAR, 10, conv_module="tf_slim"), SmallInception(CIFAR, 10, conv_module="bias_bn_noaffine")
+    assert count_params(tf) == count_params(old) == 1_649_402
+    assert all(c.bias is None for c in tf.modules() if isinstance(c, nn.Conv2d))
+    assert all(c.bias is not None for c in old.modules() if isinstance(c, nn.Conv2d))
+    shifts = [m.bias for m in tf.modules() if isinstance(m, BatchNormShift)]
+    assert len(shifts) == sum(isinstance(m, nn.Conv2d) for m in tf.modules())
+    assert all(s.ndim == 1 for s in shifts)  # 1-D: `weight_decay_on: weights` (kernels, ndim > 1) leaves them alone
+    nobn = SmallInception(CIFAR, 10, batchnorm=False, conv_module="tf_slim")  # w/o BN every conv keeps its bias
+    assert all(c.bias is not None for c in nobn.modules() if isinstance(c, nn.Conv2d))
+
+
+def test_bad_conv_module_or_init_is_refused():
+    with pytest.raises(RethinkError, match="model.net.conv_module"):
+        SmallInception((3, 8, 8), 10, conv_module="tf")
+    with pytest.raises(RethinkError, match="model.init"):
+        MLP((3, 8, 8), 10, [8], init="xavier")
+
+
+def test_tf_slim_shift_learns_where_the_cancelled_bias_cannot():
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3, 12, 12), torch.randint(0, 10, (16,))
+    grads = {}
+    for module in ("tf_slim", "bias_bn_noaffine"):
+        m = SmallInception((3, 12, 12), 10, conv_module=module)
+        nn.functional.cross_entropy(m(x), y).backward()
+        first = m.features[0]
+        grads[module] = (first[1].bias if module == "tf_slim" else first[0].bias).grad.abs().max().item()
+    assert grads["tf_slim"] > 1e-4
+    assert grads["bias_bn_noaffine"] < 1e-6 * grads["tf_slim"] + 1e-7  # the BN subtracts the bias back out
+
+
+def test_a_few_sgd_steps_lower_the_tf_slim_inception_loss():
+    torch.manual_seed(0)
+    m = SmallInception((3, 12, 12), 10, conv_module="tf_slim", init="glorot")
+    x, y = torch.randn(16, 3, 12, 12), torch.randint(0, 10, (16,))
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    for _ in range(6):
+        loss = nn.functional.cross_entropy(m(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("cls", [MLP, SmallAlexNet, SmallInception])
+def test_glorot_init_is_tf_default(cls):
+    torch.manual_seed(0)
+    m = cls(CIFAR, 10, init="glorot")
+    for layer in m.modules():
+        if isinstance(layer, nn.Linear | nn.Conv2d):
+            w = layer.weight
+            fan_in, fan_out = w[0].numel(), w.shape[0] * w[0, 0].numel()
+            limit = (6 / (fan_in + fan_out)) ** 0.5
+            assert w.abs().max() <= limit and w.abs().max() > 0.9 * limit
+            assert layer.bias is None or not layer.bias.any()
+
+
+@pytest.mark.parametrize("cls", [MLP, SmallAlexNet, SmallInception])
+def test_torch_init_leaves_the_model_as_before(cls):
+    """`init=torch` draws nothing more: the same seed gives the same weights as the plain constructor."""
+    torch.manual_seed(0)
+    a = cls(CIFAR, 10)
+    torch.manual_seed(0)
+    b = cls(CIFAR, 10, init="torch")
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    first = next(x for x in a.modules() if isinstance(x, nn.Linear | nn.Conv2d))
+    assert first.bias is not None and first.bias.any()  # PyTorch's uniform biases, not TF's zeros
+
+
+def test_model_configs_default_to_glorot_and_the_tf_slim_module():
+    from conftest import composed
+
+    for name in ("mlp_1x512", "mlp_3x512", "alexnet", "inception", "inception_nobn"):
+        cfg = composed(f"model={name}")
+        assert cfg.model.init == cfg.model.net.init == "glorot", name
+    assert composed("model=inception").model.net.conv_module == "tf_slim"
+    assert composed("model=inception", "model.init=torch").model.net.init == "torch"

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rethink.models.init import check_init, initialize
 from rethink.models.mlp import dense_stack
 
 
@@ -37,8 +38,10 @@ class SmallAlexNet(nn.Module):
         channels: int = 64,
         fc_sizes: Sequence[int] = (384, 192),
         dropout: float = 0.0,
+        init: str = "torch",
     ) -> None:
         super().__init__()
+        init = check_init(init)
         c, h, w = in_shape
         self.features = nn.Sequential(
             nn.Conv2d(c, channels, 5, padding=2),
@@ -53,6 +56,7 @@ class SmallAlexNet(nn.Module):
         with torch.no_grad():
             width = self.features(torch.zeros(1, c, h, w)).numel()
         self.classifier = nn.Sequential(nn.Flatten(), *dense_stack(width, fc_sizes, num_classes, dropout))
+        initialize(self, init)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))

@@ -1,7 +1,17 @@
 """Small Inception (Appendix A): 1,649,402 params at 3x28x28, with or without BatchNorm.
 
-The paper's count holds when every conv carries exactly one per-channel vector: here a conv bias,
-followed by ``BatchNorm2d(affine=False)`` (normalisation without a second shift or a scale).
+The paper's count holds when every conv carries exactly one per-channel vector. With BatchNorm,
+`conv_module` (a recorded config choice) says which:
+
+- `tf_slim`: conv without bias -> BatchNorm with a learnable shift (beta) and no scale -> ReLU, as
+  TF-slim's conv + batch_norm builds it (the paper's code was TensorFlow): each unit can move its
+  ReLU threshold.
+- `bias_bn_noaffine`: conv with bias -> ``BatchNorm2d(affine=False)`` -> ReLU, this project's first
+  build (kept to reproduce old runs): the normalisation cancels the bias (its gradient is ~0), so
+  no unit can move its threshold; same count, a different function.
+
+Without BatchNorm every conv keeps its bias, whatever `conv_module` says. The class defaults to
+`bias_bn_noaffine` (what code building it directly got before); conf/model/inception.yaml picks `tf_slim`.
 """
 
 from collections.abc import Sequence
@@ -9,16 +19,30 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from rethink.checks import dropout_rate
+from rethink.checks import check, dropout_rate
+from rethink.models.init import check_init, initialize
+
+CONV_MODULES = ("tf_slim", "bias_bn_noaffine")
+
+
+class BatchNormShift(nn.BatchNorm2d):
+    """BatchNorm with a learnable per-channel shift and no scale (TF's `scale=False`), still one fused call."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, affine=False)
+        # BatchNorm's forward passes `self.weight` (None here) and `self.bias` to F.batch_norm separately.
+        self.bias = nn.Parameter(torch.zeros(channels))
 
 
 class ConvModule(nn.Sequential):
-    """Conv(k, C, s): kxk conv with SAME padding -> BatchNorm (optional) -> ReLU."""
+    """Conv(k, C, s): kxk conv with SAME padding -> BatchNorm (optional, per `conv_module`) -> ReLU."""
 
-    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, batchnorm: bool = True):
-        layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, padding=k // 2)]
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, batchnorm: bool = True,
+                 conv_module: str = "bias_bn_noaffine"):
+        tf_slim = batchnorm and conv_module == "tf_slim"
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, padding=k // 2, bias=not tf_slim)]
         if batchnorm:
-            layers.append(nn.BatchNorm2d(cout, affine=False))
+            layers.append(BatchNormShift(cout) if tf_slim else nn.BatchNorm2d(cout, affine=False))
         layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
 
@@ -26,10 +50,10 @@ class ConvModule(nn.Sequential):
 class InceptionModule(nn.Module):
     """Conv(1, c1) and Conv(3, c3) in parallel, concatenated over channels."""
 
-    def __init__(self, cin: int, c1: int, c3: int, batchnorm: bool = True):
+    def __init__(self, cin: int, c1: int, c3: int, batchnorm: bool = True, conv_module: str = "bias_bn_noaffine"):
         super().__init__()
-        self.branch1 = ConvModule(cin, c1, 1, batchnorm=batchnorm)
-        self.branch3 = ConvModule(cin, c3, 3, batchnorm=batchnorm)
+        self.branch1 = ConvModule(cin, c1, 1, batchnorm=batchnorm, conv_module=conv_module)
+        self.branch3 = ConvModule(cin, c3, 3, batchnorm=batchnorm, conv_module=conv_module)
         self.out_channels = c1 + c3
 
     def forward(self, x: Tensor) -> Tensor:
@@ -39,9 +63,9 @@ class InceptionModule(nn.Module):
 class DownsampleModule(nn.Module):
     """Conv(3, c3, stride 2) and a 3x3/2 max-pool in parallel, concatenated."""
 
-    def __init__(self, cin: int, c3: int, batchnorm: bool = True):
+    def __init__(self, cin: int, c3: int, batchnorm: bool = True, conv_module: str = "bias_bn_noaffine"):
         super().__init__()
-        self.conv = ConvModule(cin, c3, 3, stride=2, batchnorm=batchnorm)
+        self.conv = ConvModule(cin, c3, 3, stride=2, batchnorm=batchnorm, conv_module=conv_module)
         self.pool = nn.MaxPool2d(3, 2, padding=1)
         self.out_channels = c3 + cin
 
@@ -58,21 +82,25 @@ class SmallInception(nn.Module):
         num_classes: int,
         batchnorm: bool = True,
         dropout: float = 0.0,
+        conv_module: str = "bias_bn_noaffine",
+        init: str = "torch",
     ) -> None:
         super().__init__()
-        dropout = dropout_rate(dropout)
-        bn = batchnorm
-        blocks: list[nn.Module] = [ConvModule(in_shape[0], 96, 3, batchnorm=bn)]
+        dropout, init = dropout_rate(dropout), check_init(init)
+        check([("model.net.conv_module", conv_module, conv_module in CONV_MODULES, " or ".join(CONV_MODULES))])
+        bn = dict(batchnorm=batchnorm, conv_module=conv_module)
+        blocks: list[nn.Module] = [ConvModule(in_shape[0], 96, 3, **bn)]
         cin = 96
         plan = [("inc", 32, 32), ("inc", 32, 48), ("down", 80), ("inc", 112, 48), ("inc", 96, 64),
                 ("inc", 80, 80), ("inc", 48, 96), ("down", 96), ("inc", 176, 160), ("inc", 176, 160)]
         for kind, *widths in plan:
-            block = InceptionModule(cin, *widths, batchnorm=bn) if kind == "inc" else DownsampleModule(cin, *widths, batchnorm=bn)
+            block = InceptionModule(cin, *widths, **bn) if kind == "inc" else DownsampleModule(cin, *widths, **bn)
             blocks.append(block)
             cin = block.out_channels
         self.features = nn.Sequential(*blocks)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(cin, num_classes)
+        initialize(self, init)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.dropout(self.features(x).mean(dim=(2, 3))))

@@ -6,6 +6,7 @@ from math import prod
 from torch import nn
 
 from rethink.checks import dropout_rate
+from rethink.models.init import check_init, initialize
 
 
 def dense_stack(width: int, hidden_sizes: Sequence[int], num_classes: int, dropout: float = 0.0) -> list[nn.Module]:
@@ -29,5 +30,8 @@ class MLP(nn.Sequential):
         num_classes: int,
         hidden_sizes: Sequence[int] = (512,),
         dropout: float = 0.0,
+        init: str = "torch",
     ) -> None:
+        init = check_init(init)
         super().__init__(nn.Flatten(), *dense_stack(prod(in_shape), hidden_sizes, num_classes, dropout))
+        initialize(self, init)
