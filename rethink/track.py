@@ -309,7 +309,14 @@ class JobRun:
         inputs = [DatasetInput(Dataset(d["name"], d["digest"], d["source_type"], redact(d["source"]),
                                        profile=d.get("profile")),
                                [InputTag("mlflow.data.context", d["context"])]) for d in datasets]
-        retry(lambda: self.client.log_inputs(self.run_id, datasets=inputs), what="log inputs")
+        for attempt in range(5):
+            try:
+                retry(lambda: self.client.log_inputs(self.run_id, datasets=inputs), what="log inputs")
+                return
+            except Exception as e:  # parallel jobs inserting one new dataset: one loses the race, then finds it there
+                if "UNIQUE constraint failed: datasets" not in str(e) or attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def set_note(self, text: str) -> None:
         """The run's description (Markdown), shown on its page in the UI."""

@@ -196,7 +196,9 @@ def test_joblib_workers_end_their_jobs_when_the_launcher_is_killed(tmp_path, dat
 
 
 def test_a_killed_joblib_worker_stops_the_sweep_and_the_rerun_completes(tmp_path, data_root):
-    uri, epochs = f"sqlite:///{tmp_path}/mlruns/mlflow.db", 60
+    # 120 epochs: long enough that the worker which starts first is still running when the other
+    # has written its first checkpoint (joblib starts its workers seconds apart on a loaded machine).
+    uri, epochs = f"sqlite:///{tmp_path}/mlruns/mlflow.db", 120
     args = [*JOBLIB, *LONG, f"trainer.max_epochs={epochs}", f"hydra.sweep.dir={tmp_path}/sweep"]
     proc, log = launch(args, tmp_path, data_root, "sweep.log")
     ckpts = tmp_path / "mlruns" / "checkpoints"

@@ -43,7 +43,7 @@ def test_console_script_trains_from_a_wheel_install_in_any_directory(installed, 
                      tmp_path, data_root)
     assert res.returncode == 0, res.stderr[-2000:]
     out = res.stdout + res.stderr
-    assert "mlp_1x512-labels0.5-none-s0: stopped (max_epochs) after 1 epochs" in out
+    assert "p=0.5 mlp_1x512 cpu: stopped (max_epochs) after 1 epochs" in out
     assert str(installed) in subprocess.run([str(installed / "bin" / "python"), "-c", "import rethink; print(rethink.__file__)"],
                                             env={"PYTHONPATH": sysconfig.get_paths()["purelib"]}, cwd=tmp_path,
                                             capture_output=True, text=True).stdout  # the wheel's copy, not the source
