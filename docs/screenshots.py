@@ -137,6 +137,9 @@ def shoot(base: str, exp: str, parent: str, children: list[str], out: Path) -> l
                 runs_table(page)
             if name == "compare-runs":
                 compare_metrics(page)
+            if name == "run-page" and page.get_by_text("Show more").count():  # the description's results table
+                page.get_by_text("Show more").first.click()
+                time.sleep(1)
             target = out / f"mlflow-{name}.png"
             page.screenshot(path=str(target))
             written.append(target)
