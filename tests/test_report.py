@@ -2,6 +2,8 @@
 it; censored runs are lower bounds; and one real preset end to end."""
 
 import math
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -63,11 +65,19 @@ def standard_runs(uri, exp):
     log_run(uri, exp, name="paper-run", model="mlp_1x512", level=0.0, train=1.0, test=0.99, scale="paper")  # other scale
 
 
-@pytest.fixture()
-def store(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+@pytest.fixture(scope="module")
+def standard_store(tmp_path_factory) -> Path:
+    """The standard runs, logged once per module (a store takes ~10 s to fill); tests get a copy."""
+    db = tmp_path_factory.mktemp("standard") / "mlflow.db"
+    uri = f"sqlite:///{db}"
     standard_runs(uri, track.ensure_experiment(uri, "rethink"))
-    return uri
+    return db
+
+
+@pytest.fixture()
+def store(tmp_path, standard_store):
+    shutil.copy(standard_store, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path}/mlflow.db"
 
 
 def add_strays(uri) -> dict[str, str]:
