@@ -83,15 +83,19 @@ def without(flat: dict[str, Any], skip: tuple[str, ...]) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if not any(k == p or k.startswith(p + ".") for p in skip)}
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """A training job's identity: its resolved config less `NON_IDENTITY_KEYS`.
+def identity_values(cfg: DictConfig) -> dict[str, Any]:
+    """What a training job's identity is made of: its resolved config less `NON_IDENTITY_KEYS`.
 
     The `task` node is left out too for training jobs, so adding the task group did not change
     the identity of runs recorded before it existed.
     """
     flat = flatten(cfg)
-    skip = NON_IDENTITY_KEYS + (("task",) if flat.get("task.name", "train") == "train" else ())
-    return hash_values(without(flat, skip))
+    return without(flat, NON_IDENTITY_KEYS + (("task",) if flat.get("task.name", "train") == "train" else ()))
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A training job's identity: the hash of `identity_values`."""
+    return hash_values(identity_values(cfg))
 
 
 def task_hash(task: DictConfig, non_identity: tuple[str, ...]) -> str:

@@ -47,7 +47,7 @@ def params(cfg: DictConfig) -> dict[str, str]:
     """The keys that define the experiment (the job identity), each once, with its natural type.
 
     A key that only repeats another (`trainer.lr: ${model.lr}`) is left out when the one it repeats is logged."""
-    flat = identity.without(identity.flatten(cfg), identity.NON_IDENTITY_KEYS + ("task",))
+    flat = identity.identity_values(cfg)
     out = {}
     for key, value in flat.items():
         source = _interpolated_from(cfg, key)
@@ -127,9 +127,16 @@ def dataset_inputs(cfg: DictConfig, data, corrupted) -> list[dict[str, str]]:
     ds, c = cfg.dataset, cfg.corruption
     source_type, source = source_of(ds.name, Path(ds.root))
     common = {"source": source, "source_type": source_type}
+    images = digest(data.train_x)  # hashed once: label corruption keeps the very same tensor
+    after = images if corrupted.train_x is data.train_x else digest(corrupted.train_x)
     return [
-        {"name": f"{ds.name}-train", "digest": digest(data.train_x, data.train_y), "context": "training"} | common,
+        {"name": f"{ds.name}-train", "digest": combine(images, digest(data.train_y)), "context": "training"} | common,
         {"name": f"{ds.name}-test", "digest": digest(data.test_x, data.test_y), "context": "evaluation"} | common,
         {"name": f"{ds.name}-train {c.kind}@{float(c.level):g} seed {c.seed}",
-         "digest": digest(corrupted.train_x, corrupted.train_y), "context": "training, after corruption"} | common,
+         "digest": combine(after, digest(corrupted.train_y)), "context": "training, after corruption"} | common,
     ]
+
+
+def combine(*digests: str) -> str:
+    """One digest of several (images and labels hashed apart)."""
+    return hashlib.sha256("".join(digests).encode()).hexdigest()[:16]

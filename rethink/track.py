@@ -54,13 +54,15 @@ def artifact_root(uri: str) -> str | None:
     return None
 
 
-def retry(fn: Callable[[], T], attempts: int = 8, what: str = "mlflow call") -> T:
-    """Run `fn`, retrying with backoff when SQLite reports contention ("database is locked")."""
+def retry(fn: Callable[[], T], attempts: int = 8, what: str = "mlflow call", also: tuple[str, ...] = ()) -> T:
+    """Run `fn`, retrying with backoff when SQLite reports contention ("database is locked"), or an
+    error containing one of `also` (a race the next attempt wins)."""
     for i in range(attempts):
         try:
             return fn()
         except Exception as e:
-            if "locked" not in str(e) and "busy" not in str(e).lower() or i == attempts - 1:
+            transient = "locked" in str(e) or "busy" in str(e).lower() or any(a in str(e) for a in also)
+            if not transient or i == attempts - 1:
                 raise
             delay = 0.05 * 2**i
             log.warning("%s: %s; retrying in %.2fs", what, str(e).splitlines()[0], delay)
@@ -309,14 +311,9 @@ class JobRun:
         inputs = [DatasetInput(Dataset(d["name"], d["digest"], d["source_type"], redact(d["source"]),
                                        profile=d.get("profile")),
                                [InputTag("mlflow.data.context", d["context"])]) for d in datasets]
-        for attempt in range(5):
-            try:
-                retry(lambda: self.client.log_inputs(self.run_id, datasets=inputs), what="log inputs")
-                return
-            except Exception as e:  # parallel jobs inserting one new dataset: one loses the race, then finds it there
-                if "UNIQUE constraint failed: datasets" not in str(e) or attempt == 4:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
+        # Parallel jobs inserting one new dataset: one loses the unique-constraint race, then finds it there.
+        retry(lambda: self.client.log_inputs(self.run_id, datasets=inputs), what="log inputs",
+              also=("UNIQUE constraint failed: datasets",))
 
     def set_note(self, text: str) -> None:
         """The run's description (Markdown), shown on its page in the UI."""
