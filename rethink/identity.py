@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 # Keys (and the subtrees under them) that do not change what a training job computes.
-NON_IDENTITY_KEYS = ("mlflow", "rerun", "paths", "model.cpu", "sweep_levels", "trainer.device", "trainer.compile",
+NON_IDENTITY_KEYS = ("mlflow", "rerun", "paths", "model.cpu", "model.paper", "sweep_levels", "trainer.device", "trainer.compile",
                      "trainer.eval_batch_size", "trainer.checkpoint_every", "checkpoint_dir")
 
 # Keys added after runs were stored -> the value meaning "as before the key existed" (dropped from the hash).

@@ -51,14 +51,15 @@ def train_settings(cfg: DictConfig):
 
 def summary_metrics(result) -> dict[str, float]:
     """A finished training's summary: epochs, steps, the fit, the steps to 99 % / 99.9 %, and the best
-    test accuracy along the way (with its step: best - final is what early stopping would gain)."""
+    test accuracy along the way (with its step, and best - final: what early stopping would gain)."""
     from rethink.progress import FIT_THRESHOLDS
 
     out: dict[str, float] = {"epochs": result.epochs, "steps": result.steps, "images_per_s": result.images_per_s}
     tested = [h for h in result.history if "test/acc" in h]
     if tested:
         best = max(tested, key=lambda h: h["test/acc"])
-        out |= {"best_test_acc": best["test/acc"], "best_test_acc_step": best["step"]}
+        out |= {"best_test_acc": best["test/acc"], "best_test_acc_step": best["step"],
+                "early_stopping_gain": round(best["test/acc"] - tested[-1]["test/acc"], 12)}
     if result.fit_epoch is not None:
         out |= {"fit_epoch": result.fit_epoch, "fit_step": result.fit_step}
     for thr in FIT_THRESHOLDS:

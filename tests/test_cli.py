@@ -25,6 +25,7 @@ def test_multirun_corruption_levels_write_finished_runs(tmp_path, data_root):
     gap = random["metrics.train/acc"] - random["metrics.test/acc"]
     assert abs(random["metrics.generalization_gap"] - gap) < 1e-9
     assert random["metrics.best_test_acc"] >= random["metrics.test/acc"] and random["metrics.best_test_acc_step"] in (3, 6, 9)
+    assert random["metrics.early_stopping_gain"] == pytest.approx(random["metrics.best_test_acc"] - random["metrics.test/acc"])
     import mlflow
 
     client = mlflow.MlflowClient()

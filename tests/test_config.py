@@ -43,9 +43,20 @@ def test_regularizer_list_merges_and_defaults_are_off():
 
 
 def test_scale_switch():
-    assert composed().dataset.train_size == 20000
+    cpu = composed()
+    assert cpu.dataset.train_size == cpu.model.cpu.train_size and cpu.trainer.max_epochs == cpu.model.cpu.max_epochs
     paper = composed("scale=paper")
     assert paper.dataset.train_size is None and paper.trainer.lr_decay_period is None
+    # Each model has its own epoch budget at each scale.
+    assert {m: composed("scale=paper", f"model={m}").trainer.max_epochs for m in ("inception", "mlp_1x512")} == {
+        "inception": 80, "mlp_1x512": 120}
+
+
+@pytest.mark.parametrize("preset", ["table1", "table4", "fig1a", "fig1bc", "fig2b", "wd_sweep"])
+def test_presets_train_the_whole_budget(preset):
+    cfg = composed(f"experiment={preset}", "scale=paper")
+    assert cfg.trainer.stop_at_target is False and cfg.trainer.max_epochs == cfg.model.paper.max_epochs
+    assert composed().trainer.stop_at_target is True  # a single run still stops at the target
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -43,10 +43,11 @@ THEORY = {
     "task=expressivity task.data=gaussian": "a8dc39ca6433beaf",
     "task=minnorm task.start=random": "e81c8b53e7b8defd",
 }
-# The defaults once `model.init` and Inception's `model.net.conv_module` came: new hashes, pinned too.
+# The defaults once `model.init`, Inception's `model.net.conv_module` and the per-model budgets came: new
+# hashes, pinned too.
 CURRENT = {
-    "": "32eaa69261b15481",
-    "model=inception scale=paper": "f36496cc3742fd55",
+    "": "6d0049a1f99b41aa",
+    "model=inception scale=paper": "5edac1a856434b47",
     "model=inception_nobn": "fa8596ee66393c54",
 }
 IMPORTED = {
@@ -63,11 +64,21 @@ def composed(overrides: str):
     return compose_overrides(*normalize_argv(overrides.split()))
 
 
+# The budgets before each model had its own per scale (2026-11-29): a changed budget is a new job, on purpose.
+OLD_CPU_BUDGETS = {"mlp_1x512": (20000, None, 150), "mlp_3x512": (20000, None, 150), "alexnet": (500, 500, 60),
+                   "inception": (200, 100, 30), "inception_nobn": (200, 100, 30)}
+
+
 def legacy(overrides: str) -> str:
-    """`overrides` plus the legacy value of every `LEGACY_DEFAULTS` key its config has."""
+    """`overrides` plus the legacy value of every `LEGACY_DEFAULTS` key its config has, and the old budget."""
     cfg = composed(overrides)
     extra = [f"{k}={v}" for k, v in identity.LEGACY_DEFAULTS.items()
              if OmegaConf.select(cfg, k) is not None and k != "model.net.init"]  # that one follows model.init
+    if cfg.task.name == "train":
+        paper = cfg.dataset.train_size is None
+        train, test, epochs = (None, None, 200) if paper else OLD_CPU_BUDGETS[cfg.model.name]
+        old = {"trainer.max_epochs": epochs} | ({} if paper else {"dataset.train_size": train, "dataset.test_size": test})
+        extra += [f"{k}={'null' if v is None else v}" for k, v in old.items() if k not in overrides]
     return " ".join([overrides, *extra]).strip()
 
 
@@ -96,7 +107,8 @@ def test_new_defaults_are_not_the_old_runs(model):
 def test_a_legacy_key_is_dropped_only_at_its_legacy_value():
     old = identity.config_hash(composed(legacy("model=inception")))
     # model.init reaches the net by interpolation: at the legacy value both forms leave the hash
-    assert identity.config_hash(composed("model=inception model.init=torch model.net.conv_module=bias_bn_noaffine")) == old
+    assert identity.config_hash(composed("model=inception model.init=torch model.net.conv_module=bias_bn_noaffine "
+                                         "dataset.train_size=200 dataset.test_size=100 trainer.max_epochs=30")) == old
     for other in ("model.init=glorot", "model.net.init=glorot", "model.net.conv_module=tf_slim"):
         assert identity.config_hash(composed(legacy("model=inception") + " " + other)) != old, other
 

@@ -90,6 +90,9 @@ def add_strays(uri) -> dict[str, str]:
     log_run(uri, exp, name="old", model="mlp_1x512", level=0.0, train=1.0, test=0.9, fit_step=50, budget=None)
     log_run(uri, exp, name="old-legacy", model="mlp_1x512", level=0.0, train=1.0, test=0.9, fit_step=50, legacy=True)
     log_run(uri, exp, name="mnist", model="mlp_1x512", level=0.0, train=1.0, test=0.98, fit_step=50, dataset="mnist")
+    # The README command's kind of run: standard budget, but it stopped at the target, before convergence.
+    log_run(uri, exp, name="early", model="mlp_1x512", level=0.0, train=1.0, test=0.47, fit_step=50,
+            params={"trainer.stop_at_target": True})
     with track.start_run(uri, exp, "theory", {"config_hash": "theory", "task": "kernel"}) as run:  # no dataset params
         run.log_params({"task.name": "kernel", "task.data": "mnist", "task.train_size": 5000})
         run.log_metrics({"test/error": 0.012}, step=0)
@@ -100,6 +103,7 @@ def add_strays(uri) -> dict[str, str]:
     sweep = track.create_run(uri, exp, "sweep-parent", {"kind": "sweep"})
     track.end_run(uri, sweep, "FINISHED")
     return {"smoke": f"custom budget: {SMOKE}", "old": "untagged", "old-legacy": "untagged", "mnist": "dataset mnist",
+            "early": "stopped at the target (trainer.stop_at_target=true)",
             "theory": "not a training run (task=kernel)", "failed": "status FAILED"}
 
 
@@ -167,7 +171,7 @@ def test_several_scales_need_a_choice(store, tmp_path):
 def test_any_budget_admits_custom_and_untagged_runs(store):
     add_strays(store)
     df, unused = report.split_runs(report.read_runs(store), "cpu", budgets=None)
-    assert {"old", "old-legacy"} <= set(df["run"]) and not {"smoke", "mnist", "theory", "failed"} & set(df["run"])
+    assert {"old", "old-legacy", "early"} <= set(df["run"]) and not {"smoke", "mnist", "theory", "failed"} & set(df["run"])
     assert unused.set_index("run").loc["smoke", "reason"] == "missing metrics: steps"  # its summary never came
 
 
@@ -258,7 +262,7 @@ def test_learning_curve_titles_and_chance():
 
 
 # The setup params job.py records today (record.params: natural types); older runs lack them.
-SETUP = {"trainer.max_epochs": 60, "trainer.stop_at_target": True, "trainer.patience": None, "trainer.amp": "auto",
+SETUP = {"trainer.max_epochs": 60, "trainer.stop_at_target": False, "trainer.patience": None, "trainer.amp": "auto",
          "trainer.lr_decay": 0.95, "trainer.lr_decay_period": 391, "regularizer.weight_decay_on": "weights",
          "test_examples": 10000, "model.init": "glorot"}
 
@@ -287,7 +291,7 @@ def test_deviations_are_read_from_the_runs_used(tmp_path):
     assert ("mlp_1x512: 1,000 training images, 10,000 test images, at most 60 epochs (2 runs)"
             in items["Training budget"])
     assert "inception: 200 training images, test images not recorded, epoch cap not recorded (1 run)" in items["Training budget"]
-    assert "target_train_acc=0.999, stop_at_target=True, patience=None (3 runs)" in items["Stopping rule"]
+    assert "target_train_acc=0.999, stop_at_target=False, patience=None (3 runs)" in items["Stopping rule"]
     assert ("glorot (2 runs), PyTorch default (no model.init param) (1 run), torch (1 run)"
             in items["Initialization"])
     conv = items["Inception's conv module"]

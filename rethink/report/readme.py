@@ -32,10 +32,9 @@ def _unfit_line(df: pd.DataFrame, scale: str | None) -> str | None:
     runs = ", ".join(
         f"{r.model}{' +crop' if r.crop else ''}{' +flip' if r.flip else ''}{' +wd' if r.wd else ''} {r.kind}@{r.level:g} "
         f"(train {100 * r.train_acc:.1f}%, {r.stop_reason} after {r.steps:.0f} steps)" for r in unfit.itertuples())
-    why = (" A run that stops at its epoch cap had too few SGD steps for its data, not too little capacity: at "
-           "scale=cpu the conv nets get a few hundred steps at most." if scale == "cpu" else
-           " A `stall` stop means train accuracy stopped improving for `trainer.patience` epochs (under the x0.95 "
-           "per-epoch decay the LR is a few percent of its start by then); `max_epochs` means the epoch cap came first.")
+    why = (" `max_epochs`: the whole budget ran without reaching the target; `stall`: train accuracy stopped "
+           "improving for `trainer.patience` epochs (under the x0.95 decay the LR is a few percent of its start by then)."
+           + (" At scale=cpu the conv nets get a few hundred SGD steps." if scale == "cpu" else ""))
     return f"- {len(unfit)} run(s) never reached the target training accuracy: {runs}.{why}"
 
 
@@ -52,11 +51,15 @@ def notes(df: pd.DataFrame, t1: pd.DataFrame, scale: str | None, unused: pd.Data
         + (f", seeds {sorted(int(s) for s in df['seed'].unique())}, devices "
            f"{sorted(str(d) for d in df['device'].dropna().unique())}" if len(df) else "")
         + f". {n_unused} run(s) of the store not used: listed under [Runs not used](#runs-not-used).", "",
-        "- **Stopping rule / time to overfit:** a run stops when its full-training-set accuracy (eval mode) reaches "
-        f"{', '.join(f'{t:g}' for t in sorted(df['target'].dropna().unique())) or 'its target'}; 'time to overfit' is "
-        "the SGD step where that first happened. A run that hit the epoch cap or stalled first is censored: its last "
-        "step is only a lower bound, drawn as an open triangle in Fig. 1b and written `>= x` in its table; where the "
-        "p = 0 run itself is censored there is no ratio (`p=0 censored`, not drawn).",
+        "- **Budget and time to overfit:** "
+        + ("each run trains its model's whole epoch budget (`trainer.stop_at_target=false`, the presets' protocol; "
+           "runs that stopped at the target are not used unless `--budget any`), so accuracies are measured after "
+           "convergence. " if standard_only else "runs that stopped at the target are used too (`--budget any`). ")
+        + "'Time to overfit' is the first SGD step where the full-training-set accuracy (eval mode) reached "
+        f"{', '.join(f'{t:g}' for t in sorted(df['target'].dropna().unique())) or 'the target'}, read from the "
+        "run's curve. A run that never reached it is censored: its last step is only a lower bound, drawn as an "
+        "open triangle in Fig. 1b and written `>= x` in its table; where the p = 0 run itself is censored there is "
+        "no ratio (`p=0 censored`, not drawn).",
         "- **Accuracies** are the last epoch's: train = full training set in eval mode against the (possibly "
         "corrupted) training labels; test = true test labels. `fitted` counts the runs that reached the target.",
         deviations_section(df),

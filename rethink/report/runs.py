@@ -96,6 +96,8 @@ def why_not_used(r: dict, scale: str | None, budgets: tuple[str, ...] | None = S
         return "no scale recorded" if is_missing(r["scale"]) else f"other scale: {r['scale']}"
     if reason := _budget_reason(r, budgets):
         return reason
+    if budgets is not None and r["stop_reason"] == "target" and str(r["stop_at_target"]).lower() in TRUE:
+        return "stopped at the target (trainer.stop_at_target=true): not trained to the end of its budget"
     if missing := [k for c, k in REQUIRED_PARAMS.items() if is_missing(r[c])]:
         return "missing or unreadable params: " + ", ".join(missing)
     if missing := [k for c, k in REQUIRED_METRICS.items() if is_missing(r[c])]:
