@@ -28,6 +28,7 @@ LEGACY_DEFAULTS = {
     "model.init": "torch",                         # PyTorch's own initialization
     "model.net.init": "torch",                     # the same, as the model's net receives it
     "model.net.conv_module": "bias_bn_noaffine",   # Inception: conv+bias -> BatchNorm2d(affine=False)
+    "regularizer.rotate": 0,                       # no random rotation
 }
 
 

@@ -46,7 +46,7 @@ def train_settings(cfg: DictConfig):
     """The `trainer` node (`_target_: TrainSettings`) plus the regularizer switches the loop needs."""
     r = cfg.regularizer
     return build(cfg.trainer, weight_decay=r.weight_decay, weight_decay_on=r.weight_decay_on,
-                 random_crop=r.random_crop, flip=r.flip, crop_size=cfg.dataset.crop_size, seed=cfg.seed)
+                 random_crop=r.random_crop, flip=r.flip, rotate=r.rotate, crop_size=cfg.dataset.crop_size, seed=cfg.seed)
 
 
 def summary_metrics(result) -> dict[str, float]:

@@ -1,7 +1,8 @@
-"""The paper's preprocessing as batched tensor ops: crop, scale to [0,1], per-image whitening.
+"""The paper's preprocessing as batched tensor ops: crop, scale to [0,1], per-image whitening, and the
+train-time augmentations (random crop, flip, rotation).
 
-Runs wherever the tensors are (CPU or GPU). Without random crop / flip the result is the same every
-epoch, so the training loop computes it once for the whole data set.
+Runs wherever the tensors are (CPU or GPU). Without augmentation the result is the same every epoch,
+so the training loop computes it once for the whole data set.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -55,11 +57,23 @@ def random_flip(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+def random_rotate(x: Tensor, max_degrees: float, generator: torch.Generator | None = None) -> Tensor:
+    """Rotate each (float) image about its centre by an angle drawn uniformly from [-max, max] degrees;
+    bilinear, zeros outside the image (the paper's Table 4 augmentation: rotation up to 25 degrees)."""
+    n = x.shape[0]
+    angle = (torch.rand(n, generator=generator, device=x.device) * 2 - 1) * math.radians(max_degrees)
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 class Preprocess:
     """Train-time and test-time preprocessing for one configuration."""
 
-    def __init__(self, crop_size: int | None, random_crop: bool = False, flip: bool = False) -> None:
-        self.crop_size, self.random_crop, self.flip = crop_size, random_crop, flip
+    def __init__(self, crop_size: int | None, random_crop: bool = False, flip: bool = False,
+                 rotate: float = 0.0) -> None:
+        self.crop_size, self.random_crop, self.flip, self.rotate = crop_size, random_crop, flip, rotate
         if random_crop and crop_size is None:
             from rethink.errors import RethinkError
 
@@ -68,18 +82,22 @@ class Preprocess:
     @property
     def augments(self) -> bool:
         """Whether training batches differ between epochs (so they cannot be precomputed)."""
-        return self.random_crop or self.flip
+        return self.random_crop or self.flip or self.rotate > 0
 
     def test(self, x: Tensor) -> Tensor:
         """Centre crop, scale, whiten."""
         return whiten(to_unit(center_crop(x, self.crop_size)))
 
     def train(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Random (or centre) crop, optional flip, scale, whiten."""
+        """Optional rotation (of the whole image, before cropping), random (or centre) crop, optional
+        flip, scale, whiten."""
+        x = to_unit(x)
+        if self.rotate > 0:
+            x = random_rotate(x, self.rotate, generator)
         x = random_crop(x, self.crop_size, generator) if self.random_crop else center_crop(x, self.crop_size)
         if self.flip:
             x = random_flip(x, generator)
-        return whiten(to_unit(x))
+        return whiten(x)
 
     def test_all(self, x: Tensor, chunk: int = 8192) -> Tensor:
         """`test` over a whole data set, in chunks to bound the float temporaries."""

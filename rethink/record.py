@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rethink import identity
+from rethink.regularizers import switched_on
 
 # Command-line overrides that change neither the budget nor the protocol of a job: the choice of
 # the experiment itself (groups, corruption level, seed) and where/how fast it runs. Any other
@@ -83,17 +84,15 @@ def run_name(model: str, kind: str, level: float, regularizer: dict[str, Any], s
     corruption kind shows when it is not labels, the seed when it is not 0, the weight decay
     coefficient when it is not the default 5e-4 (`+wd0.004`)."""
     wd = float(regularizer.get("weight_decay", 0) or 0)
-    regs = "".join(f"+{name}" for name, on in (("wd" if wd == DEFAULT_WD else f"wd{wd:g}", wd > 0),
-                                               ("crop", regularizer.get("random_crop")), ("flip", regularizer.get("flip")),
-                                               ("dropout", regularizer.get("dropout", 0) > 0)) if on)
+    regs = "".join(f"+{s.tag}" if s.key != "weight_decay" or wd == DEFAULT_WD else f"+wd{wd:g}"
+                   for s in switched_on(regularizer))
     parts = [f"p={float(level):g}", model, "" if kind == "labels" else kind, regs, scale, f"s{seed}" if int(seed) else ""]
     return " ".join(p for p in parts if p)
 
 
 def description(cfg: DictConfig, kind: str, level: float, train_examples: int, tags: dict[str, str]) -> str:
     """The run's `mlflow.note.content`: what it tests and which table or figure of the paper it is for."""
-    regs = [n for n, on in (("weight decay", cfg.regularizer.weight_decay > 0), ("random crop", cfg.regularizer.random_crop),
-                            ("flip", cfg.regularizer.flip), ("dropout", cfg.regularizer.dropout > 0)) if on]
+    regs = [s.name for s in switched_on(cfg.regularizer)]
     what = CORRUPTIONS[kind].format(p=f"{level:.0%}") if level > 0 else "the true data, uncorrupted"
     paper = tags.get("paper")
     lines = [

@@ -19,6 +19,7 @@ import pandas as pd
 
 from rethink import track
 from rethink.plots import Figure, plt
+from rethink.regularizers import switched_on
 
 log = logging.getLogger(__name__)
 
@@ -26,20 +27,10 @@ NAME = "sweep_summary"  # artifacts: NAME.png, .pdf (figure), .md, .csv (table)
 NOTE_MAX = 7500  # MLflow cuts tag values at 8000 characters
 SKIPPED = "skipped (FINISHED before)"
 NUMERIC = ["p", "train_acc", "test_acc", "gap", "epochs", "fit_step"]
-# regularizer params -> the name of the regularizer they switch on
-REGULARIZERS = [("regularizer.weight_decay", "weight_decay"), ("regularizer.random_crop", "random_crop"),
-                ("regularizer.flip", "flip"), ("regularizer.dropout", "dropout")]
-
-
-def _switched_on(value: str | None) -> bool:
-    """A regularizer param is on when it is "True" or a positive number."""
-    number = pd.to_numeric(value, errors="coerce") if value not in (None, "True", "False", "None") else None
-    return value == "True" or (number is not None and pd.notna(number) and number > 0)
-
-
 def regularizer_label(params: dict[str, str]) -> str:
     """The regularizers a job switched on, e.g. "weight_decay+random_crop", or "none"."""
-    return "+".join(name for key, name in REGULARIZERS if _switched_on(params.get(key))) or "none"
+    on = switched_on({k.removeprefix("regularizer."): v for k, v in params.items() if k.startswith("regularizer.")})
+    return "+".join(s.key for s in on) or "none"
 
 
 def job_row(run: Any, job: float, status: str) -> dict[str, Any]:

@@ -53,6 +53,7 @@ class TrainSettings:
     weight_decay_on: str = "weights"
     random_crop: bool = False
     flip: bool = False
+    rotate: float = 0.0
     crop_size: int | None = None
     seed: int = 0
     checkpoint_every: int | None = 5  # epochs between checkpoints (0 / None: never)
@@ -88,6 +89,7 @@ class TrainSettings:
              "weights or all"),
             ("regularizer.random_crop", self.random_crop, isinstance(self.random_crop, bool), "true or false"),
             ("regularizer.flip", self.flip, isinstance(self.flip, bool), "true or false"),
+            ("regularizer.rotate", self.rotate, in_range(self.rotate, 0, 180), "a number of degrees in [0, 180]"),
             ("dataset.crop_size", self.crop_size, self.crop_size is None or is_int(self.crop_size, 1), opt_int),
             ("seed", self.seed, is_int(self.seed, 0), "an integer >= 0"),
         ])
@@ -231,7 +233,7 @@ def train(model: nn.Module, data: CorruptedData, s: TrainSettings,
     model = model.to(rt.device, memory_format=rt.memory_format)
     fwd = torch.compile(model) if s.compile else model
     opt = torch.optim.SGD(param_groups(model, s.weight_decay, s.weight_decay_on), lr=s.lr, momentum=s.momentum)
-    pre = Preprocess(s.crop_size, s.random_crop, s.flip)
+    pre = Preprocess(s.crop_size, s.random_crop, s.flip, s.rotate)
     gen = torch.Generator(device=rt.device).manual_seed(s.seed + 1)
     d = stage_data(data, pre, rt)
     n = len(d.train_y)

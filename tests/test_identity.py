@@ -31,7 +31,7 @@ TRAINING = {
     "model=mlp_3x512 corruption=shuffled_pixels seed=3": "208b3d9750a46a7d",
     "row=t1_alexnet_crop_wd scale=paper": "137dac4489454360",
     "dataset=mnist regularizer=dropout": "852da5506fedaf78",
-    "regularizer=augment trainer.max_epochs=7": "916246ca8870311b",
+    "regularizer=random_crop regularizer.flip=true trainer.max_epochs=7": "916246ca8870311b",  # the old `augment`
     "dataset=imagefolder dataset.root=/x dataset.num_classes=3 dataset.input_shape=[3,16,16]": "7ca9b750d25747ef",
     # keys that do not change results leave the identity alone
     "trainer.device=cpu trainer.eval_batch_size=64 trainer.checkpoint_every=2 rerun=true": "6250a1a76185a9c4",
@@ -48,7 +48,7 @@ THEORY = {
 CURRENT = {
     "": "6d0049a1f99b41aa",
     "model=inception scale=paper": "5edac1a856434b47",
-    "model=inception_nobn": "fa8596ee66393c54",
+    "model=inception_nobn": "1dafe2f1ab7200c1",
 }
 IMPORTED = {
     "alexnet-labels0-none-s0.json": "f9654106d242cedc",

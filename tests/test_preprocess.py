@@ -1,7 +1,16 @@
+import math
+
 import numpy as np
 import torch
 
-from rethink.preprocess import Preprocess, center_crop, random_crop, random_flip, whiten
+from rethink.preprocess import (
+    Preprocess,
+    center_crop,
+    random_crop,
+    random_flip,
+    random_rotate,
+    whiten,
+)
 
 
 def test_whitening_matches_the_formula():
@@ -41,4 +50,26 @@ def test_test_preprocessing_is_crop_then_scale_then_whiten():
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     pre = Preprocess(28)
     assert torch.allclose(pre.test(x), whiten(center_crop(x, 28).float() / 255))
-    assert not pre.augments and Preprocess(28, random_crop=True).augments
+    assert not pre.augments and Preprocess(28, random_crop=True).augments and Preprocess(28, rotate=25).augments
+
+
+def test_random_rotation_turns_each_image_by_its_own_angle_within_the_range():
+    # One bright pixel on the horizontal axis, 10 pixels right of the centre of a 33x33 image: after a rotation by
+    # a it lands at angle a about the centre (image y points down, so a positive angle turns it clockwise).
+    x = torch.zeros(256, 1, 33, 33)
+    x[:, 0, 16, 26] = 1.0
+    out = random_rotate(x, 25.0, torch.Generator().manual_seed(0))
+    ys, xs = torch.meshgrid(torch.arange(33.0), torch.arange(33.0), indexing="ij")
+    mass = out[:, 0].sum(dim=(1, 2))
+    cy, cx = (out[:, 0] * ys).sum(dim=(1, 2)) / mass - 16, (out[:, 0] * xs).sum(dim=(1, 2)) / mass - 16
+    angles = torch.rad2deg(torch.atan2(cy, cx))
+    radius = torch.sqrt(cx**2 + cy**2)
+    assert angles.abs().max() <= 25.5 and angles.min() < -20 and angles.max() > 20  # spread over the range
+    assert angles.std() > 10 and torch.allclose(radius, torch.full_like(radius, 10.0), atol=0.3)
+    assert torch.allclose(random_rotate(x[:2], 0.0), x[:2], atol=1e-6)  # 0 degrees: unchanged
+    # In the training path: rotation before the crop, draws from the run's generator, test images untouched.
+    img = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    pre = Preprocess(28, flip=True, rotate=25)
+    a, b = pre.train(img, torch.Generator().manual_seed(1)), pre.train(img, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.allclose(a, Preprocess(28, flip=True).train(img, torch.Generator().manual_seed(1)))
+    assert torch.equal(pre.test(img), Preprocess(28).test(img)) and math.isclose(float(a.flatten(1).std(1, correction=0).mean()), 1.0, rel_tol=1e-3)

@@ -56,6 +56,8 @@ def test_run_names_lead_with_what_varies():
     regs = none | {"weight_decay": 5e-4, "random_crop": True}
     assert record.run_name("alexnet", "random_pixels", 1.0, regs, 2, "paper") == "p=1 alexnet random_pixels +wd+crop paper s2"
     assert record.run_name("alexnet", "labels", 1.0, none | {"weight_decay": 0.004}, 0, "cpu") == "p=1 alexnet +wd0.004 cpu"
+    augment = composed("regularizer=augment").regularizer  # the paper's Table 4 augmentation: flip + rotation
+    assert record.run_name("inception", "labels", 1.0, augment, 0, "cpu") == "p=1 inception +flip+rot cpu"
 
 
 def test_description_names_the_test_and_the_paper_figure():

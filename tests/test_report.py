@@ -124,6 +124,28 @@ def test_tables_from_known_runs(store):
     assert t4.loc[("alexnet", "weight_decay"), "train (paper)"] == "fails to converge"
 
 
+def test_table4_augment_is_flip_and_rotation_with_the_online_accuracy(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = track.ensure_experiment(uri, "rethink")
+    aug = log_run(uri, exp, model="inception", level=1.0, train=0.95, test=0.1, train_size=500,
+                  params={"regularizer.flip": True, "regularizer.rotate": 25})
+    track.log_metrics(uri, aug, {"train/running_acc": 0.62}, step=300)
+    # The old `augment` (random crop + flip, no rotation) is not the paper's: it fills no Table 4 row.
+    log_run(uri, exp, model="inception", level=1.0, train=1.0, test=0.1, fit_step=200, crop=True, train_size=500,
+            params={"regularizer.flip": True})
+    crop = log_run(uri, exp, model="inception", level=1.0, train=1.0, test=0.1, fit_step=250, crop=True, train_size=500)
+    track.log_metrics(uri, crop, {"train/running_acc": 0.9}, step=300)
+    t4 = report.table4(report.load_runs(uri, scale="cpu")).set_index(["model", "regularizer"])
+    row = t4.loc[("inception", "augment")]
+    assert row["runs"] == 1 and row["train (ours)"] == "95.00" and row["train, online (ours)"] == "62.00"
+    assert row["fitted"] == "0/1 (not all reached the target)"
+    crop_row = t4.loc[("inception", "random_crop")]
+    assert crop_row["runs"] == 1 and crop_row["train, online (ours)"] == "90.00" and crop_row["fitted"] == "1/1"
+    assert t4.loc[("inception", "weight_decay"), "train, online (ours)"] == ""  # not an augmented row
+    report.write_report(uri, tmp_path / "out", scale="cpu")
+    assert "random rotation up to 25 degrees" in (tmp_path / "out" / "README.md").read_text()
+
+
 def test_fig1_relative_time_and_censoring(store):
     f1 = report.fig1_frame(report.load_runs(store, scale="cpu")).set_index(["model", "level"])
     assert f1.loc[("mlp_1x512", 0.0), "relative_time"] == 1.0

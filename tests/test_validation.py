@@ -34,6 +34,7 @@ from rethink.train import TrainSettings
     (dict(weight_decay_on="biases"), "regularizer.weight_decay_on='biases' is not allowed: use weights or all"),
     (dict(random_crop="yes"), "regularizer.random_crop='yes' is not allowed: use true or false"),
     (dict(flip=1), "regularizer.flip=1 is not allowed: use true or false"),
+    (dict(rotate=-5), "regularizer.rotate=-5 is not allowed: use a number of degrees in [0, 180]"),
     (dict(crop_size=0), "dataset.crop_size=0 is not allowed: use null or an integer > 0"),
     (dict(seed=-1), "seed=-1 is not allowed: use an integer >= 0"),
     (dict(seed="x"), "seed='x' is not allowed: use an integer >= 0"),

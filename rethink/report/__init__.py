@@ -33,7 +33,7 @@ from rethink.report.runs import (
     split_runs,
     why_not_used,
 )
-from rethink.report.tables import fig1_frame, fig1_table, markdown, table1, table4
+from rethink.report.tables import TABLE4_NOTE, fig1_frame, fig1_table, markdown, table1, table4
 from rethink.report.wd_sweep import sweep_figure, sweep_frame, sweep_markdown
 
 __all__ = ["PAPER_FIG1C_P0", "PAPER_TABLE1", "PAPER_TABLE4", "STANDARD", "deviations_section", "fig1_frame",
@@ -73,7 +73,7 @@ def write_report(uri: str, out: Path, experiment: str = "rethink", scale: str | 
     if budgets != STANDARD:
         text += (f"\n**Budgets used: {'any' if budgets is None else ', '.join(budgets)}** — runs that did not run "
                  "their preset's budget are mixed in: this is not the paper's protocol.\n")
-    text += "\n## Table 1\n\n" + markdown(t1) + "\n## Table 4\n\n" + markdown(t4)
+    text += "\n## Table 1\n\n" + markdown(t1) + "\n## Table 4\n\n" + TABLE4_NOTE + markdown(t4)
     text += "\n## Figure 1b/1c data\n\n" + markdown(fig1_table(f1))
     if not ws.empty:
         text += "\n## Weight decay sweep (an extension)\n\n" + sweep_markdown(ws)

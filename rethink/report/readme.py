@@ -30,7 +30,7 @@ def _unfit_line(df: pd.DataFrame, scale: str | None) -> str | None:
     if unfit.empty:
         return None
     runs = ", ".join(
-        f"{r.model}{' +crop' if r.crop else ''}{' +flip' if r.flip else ''}{' +wd' if r.wd else ''} {r.kind}@{r.level:g} "
+        f"{r.model}{' +crop' if r.crop else ''}{' +flip' if r.flip else ''}{' +rot' if r.rotate else ''}{' +wd' if r.wd else ''} {r.kind}@{r.level:g} "
         f"(train {100 * r.train_acc:.1f}%, {r.stop_reason} after {r.steps:.0f} steps)" for r in unfit.itertuples())
     why = (" `max_epochs`: the whole budget ran without reaching the target; `stall`: train accuracy stopped "
            "improving for `trainer.patience` epochs (under the x0.95 decay the LR is a few percent of its start by then)."

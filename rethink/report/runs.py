@@ -48,11 +48,12 @@ def read_runs(uri: str, experiment: str = "rethink") -> pd.DataFrame:
         "paper": _col(raw, "tags.paper"), "row": _col(raw, "tags.row"),
         "model": p("model.name"), "kind": p("corruption.kind"), "level": _num(raw, "params.corruption.level"),
         "crop": _flag(raw, "params.regularizer.random_crop"), "flip": _flag(raw, "params.regularizer.flip"),
+        "rotate": _num(raw, "params.regularizer.rotate").fillna(0) > 0,
         "wd": _num(raw, "params.regularizer.weight_decay").fillna(0) > 0,
         "dropout": _num(raw, "params.regularizer.dropout").fillna(0) > 0,
         "seed": _num(raw, "params.seed"), "train_size": _num(raw, "params.train_examples"),
         "target": _num(raw, "params.trainer.target_train_acc"),
-        "train_acc": m("train/acc"), "test_acc": m("test/acc"), "fit_step": m("fit_step"),
+        "train_acc": m("train/acc"), "test_acc": m("test/acc"), "running_acc": m("train/running_acc"), "fit_step": m("fit_step"),
         "fit_epoch": m("fit_epoch"), "steps": m("steps"), "epochs": m("epochs"), "wall_time": m("wall_time"),
         "stop_reason": _col(raw, "tags.stop_reason"), "device": _col(raw, "tags.device"),
         # The setup, for the README's deviations from the paper (raw params: a missing one is NaN).

@@ -27,7 +27,7 @@ def sweep_runs(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df
     return df[df["model"].isin(MODELS) & (df["kind"] == "labels") & ((df["level"] - 1.0).abs() < 1e-9)
-              & (df["weight_decay"] > 0) & ~df["crop"] & ~df["flip"] & ~df["dropout"]]
+              & (df["weight_decay"] > 0) & ~df["crop"] & ~df["flip"] & ~df["rotate"] & ~df["dropout"]]
 
 
 def _reasons(s: pd.Series) -> str:
