@@ -67,7 +67,7 @@ bench: install data ## training throughput vs the conventional pipeline, FLOP/s,
 	$(PY) -m bench.overhead
 
 lint: install ## ruff
-	.venv/bin/ruff check rethink tests bench
+	.venv/bin/ruff check rethink tests bench hydra_plugins
 
 ui: install ## MLflow UI over the mlruns/ store, opening on the runs table (PORT=5000, HOST)
 	$(PY) -m rethink.ui --tracking-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host $(HOST) --port $(PORT)

@@ -164,14 +164,16 @@ class Prepared:
 def train_body(ctx: runner.JobContext, p: Prepared) -> dict[str, float]:
     """Train, logging each epoch (metrics and a table row) and checkpointing; then the summary, also
     as a table in the run's description so its page shows the numbers at a glance."""
-    from rethink import plots
+    from rethink import packing, plots
     from rethink.train import train
 
     name, note, settings, t0 = p.name, p.note, p.settings, p.t0
     job, state = ctx.run, ctx.resume_state
     prior_wall = state["wall_time"] if state else 0.0
-    log.info(" ".join(f"{{:>{len(f.format('' if 'd' not in f and 'f' not in f else 0))}}}".format(h)
-                      for _, h, f in COLUMNS))
+    packing.announce(job.run_id)
+    who = f"{name} | " if packing.current() else ""  # a pack's members log in turn: say whose row it is
+    log.info(who + " ".join(f"{{:>{len(f.format('' if 'd' not in f and 'f' not in f else 0))}}}".format(h)
+                            for _, h, f in COLUMNS))
     times: list[float] = []
 
     def on_epoch(stats: dict) -> None:
@@ -180,7 +182,7 @@ def train_body(ctx: runner.JobContext, p: Prepared) -> dict[str, float]:
         left = settings.max_epochs - stats["epoch"]
         row = stats | {"epoch": f"{stats['epoch']}/{settings.max_epochs}",
                        "eta": duration(left * sum(times) / len(times)) if left else "-"}
-        log.info(" ".join(f.format(row[k]) for k, _, f in COLUMNS))
+        log.info(who + " ".join(f.format(row[k]) for k, _, f in COLUMNS))
 
     def on_checkpoint(st: dict) -> None:
         ctx.save_checkpoint(st | {"wall_time": prior_wall + time.perf_counter() - t0})
@@ -188,16 +190,19 @@ def train_body(ctx: runner.JobContext, p: Prepared) -> dict[str, float]:
     with job.system_metrics(p.system_metrics):
         result = train(p.model, p.corrupted, settings, on_epoch, on_checkpoint, resume=state, runtime=p.runtime)
     check_complete(job, result.history)
+    if partners := packing.partners():
+        job.set_tags({"packed_with": ",".join(partners)})
     final = summary_metrics(result) | {"wall_time": prior_wall + time.perf_counter() - t0,
                                        "train_time": result.train_time, "tracking_seconds": job.log_seconds}
     job.log_metrics(final, step=result.steps)
     last = result.history[-1]
     job.set_tags({"stop_reason": result.stop_reason, track.NOTE: note + "\n\n" + results_table(last, final, result.stop_reason)})
     job.log_dict(last | final | {"stop_reason": result.stop_reason}, "final_metrics.json")
-    fig = plots.learning_curve(result.history, name, scale=p.scale, train_size=len(p.corrupted.train_y),
-                               num_classes=p.corrupted.num_classes)
-    job.log_figure(fig, "learning_curve.png")
-    plots.close(fig)
+    with plots.DRAWING:
+        fig = plots.learning_curve(result.history, name, scale=p.scale, train_size=len(p.corrupted.train_y),
+                                   num_classes=p.corrupted.num_classes)
+        job.log_figure(fig, "learning_curve.png")
+        plots.close(fig)
     ctx.summary = (f"{name}: stopped ({result.stop_reason}) after {result.epochs} epochs: train acc "
                    f"{last['train/acc']:.4f}, test acc {last['test/acc']:.4f}, {result.images_per_s:.0f} images/s, "
                    f"{final['wall_time']:.1f}s")

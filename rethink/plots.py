@@ -4,6 +4,7 @@ the step axis, the chance line, the subtitle naming scale and data size, PNG + P
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +18,9 @@ from matplotlib.figure import Figure  # noqa: E402
 # thousands would be fractions (0.1, 0.2, ...), so the axis stays in plain steps.
 THOUSANDS_FROM = 5000
 FORMATS = ("png", "pdf")  # every figure is written as both: PNG for the README, PDF to publish
+# matplotlib is not thread-safe (its text layout and mathtext caches): the jobs of a pack, each in its own
+# thread (rethink.packing), draw and save their figures one at a time under this lock.
+DRAWING = threading.Lock()
 
 
 def step_axis(max_step: float) -> tuple[float, str]:

@@ -15,8 +15,8 @@ from torch import Tensor
 
 
 def to_unit(x: Tensor) -> Tensor:
-    """uint8 (or float on the 0..255 scale) -> float32 in [0, 1]."""
-    return x.float() / 255.0
+    """uint8 (or float on the 0..255 scale) -> floats in [0, 1] (float32, or torch's default dtype if wider)."""
+    return x.to(torch.promote_types(torch.get_default_dtype(), torch.float32)) / 255.0
 
 
 def whiten(x: Tensor) -> Tensor:

@@ -63,6 +63,11 @@ class Runtime:
             torch.backends.cudnn.benchmark = True
 
 
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """An autocast output (bf16 / fp16) as float32 for the loss; float32 and float64 stay as they are."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def resolve_device(name: str, job_num: int = 0) -> torch.device:
     """auto -> cuda when available, else cpu. On a node with several GPUs, parallel jobs are spread
     over them: job `job_num` gets GPU `job_num mod count`."""

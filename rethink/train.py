@@ -28,7 +28,7 @@ from rethink.progress import (
     checkpoint_state,
     restore_checkpoint,
 )
-from rethink.runtime import Runtime, resolve_runtime
+from rethink.runtime import Runtime, full_precision, resolve_runtime
 
 
 @dataclass
@@ -143,7 +143,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int,
     preds, loss = [], torch.zeros((), device=y.device)
     for i in range(0, len(y), batch_size):
         with autocast():
-            out = model(x[i : i + batch_size]).float()
+            out = full_precision(model(x[i : i + batch_size]))
         yb = y[i : i + batch_size]
         loss += F.cross_entropy(out, yb, reduction="sum")
         preds.append(out.argmax(1))
@@ -206,7 +206,7 @@ def train_epoch(fwd: nn.Module, opt: torch.optim.Optimizer, pre: Preprocess, d: 
         yb = d.train_y[idx]
         with rt.autocast():
             out = fwd(xb)
-            loss = F.cross_entropy(out.float(), yb)
+            loss = F.cross_entropy(full_precision(out), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -225,8 +225,15 @@ def train(model: nn.Module, data: CorruptedData, s: TrainSettings,
     Every `s.checkpoint_every` epochs `on_checkpoint` gets the full training state (model,
     optimizer, epoch/step, which sets the LR schedule, the RNG states, the history so far);
     `resume` = such a state continues from the epoch after it, as if never interrupted.
-    `runtime` defaults to `resolve_runtime(s, model)`.
+    `runtime` defaults to `resolve_runtime(s, model)`. In a job of the packed launcher the training is
+    handed to its pack (`rethink.packing`), which returns the same result.
     """
+    from rethink import packing
+
+    if (pack := packing.current()) is not None:  # a job of the packed launcher: trained with its pack
+        from rethink.packed_train import Member
+
+        return pack.join(Member(model, data, s, on_epoch, on_checkpoint, resume))
     t_start = time.perf_counter()
     rt = runtime if runtime is not None else resolve_runtime(s, model)
     rt.activate()

@@ -1,0 +1,1 @@
+"""rethink's packed launcher for Hydra (`hydra/launcher=packed`); Hydra finds plugins in `hydra_plugins.*`."""

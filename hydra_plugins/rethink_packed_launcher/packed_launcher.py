@@ -1,0 +1,90 @@
+"""`hydra/launcher=packed`: a sweep's compatible training jobs trained in packs of up to `k`, each pack in
+this process as one stacked model (`rethink.packing`, `rethink.packed_train`); every job keeps its own
+MLflow run, skip and resume. Jobs that cannot be packed (theory tasks, `trainer.compile=true`, a pack
+of one) run one after the other as Hydra's basic launcher runs them.
+
+(No `from __future__ import annotations` here: Hydra executes plugin modules outside sys.modules, where a
+dataclass with string annotations cannot resolve its module.)
+"""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PackedLauncherConf:
+    _target_: str = "hydra_plugins.rethink_packed_launcher.packed_launcher.PackedLauncher"
+    # members per pack: auto (rethink.packing.auto_k: from the device and its free memory) or a number
+    k: Any = "auto"
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="packed", node=PackedLauncherConf, provider="rethink")
+
+
+class PackedLauncher(Launcher):
+    """Compose every job of the sweep, group the compatible ones into packs, run each pack as one."""
+
+    def __init__(self, k: Any = "auto") -> None:
+        self.k = k
+        self.config: Optional[DictConfig] = None
+        self.task_function: Optional[TaskFunction] = None
+        self.hydra_context: Optional[HydraContext] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
+
+    def _job(self, sweep_config: DictConfig) -> JobReturn:
+        """One job's whole life, as the basic launcher runs it."""
+        return run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=sweep_config,
+                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from rethink import packing
+
+        setup_globals()
+        assert self.config is not None and self.hydra_context is not None and self.task_function is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        configs = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = idx
+                sweep_config.hydra.job.num = idx
+            configs.append(sweep_config)
+        packs = packing.plan(configs, self.k)
+        log.info("Launching %d jobs in %d pack(s) of up to %s: %s", len(configs), len(packs), self.k,
+                 " | ".join(",".join(f"#{configs[i].hydra.job.num}" for i in p) for p in packs))
+        returns: list[Optional[JobReturn]] = [None] * len(configs)
+        for members in packs:
+            for i in members:
+                log.info("\t#%d : %s", configs[i].hydra.job.num, " ".join(filter_overrides(job_overrides[i])))
+            if len(members) == 1:
+                returns[members[0]] = self._job(configs[members[0]])
+                continue
+            results = packing.Pack().run([lambda c=configs[i]: self._job(c) for i in members],
+                                         [f"#{configs[i].hydra.job.num}" for i in members])
+            for i, res in zip(members, results, strict=True):
+                if isinstance(res, BaseException):  # outside the task function (Hydra's own code): a failed job
+                    ret = JobReturn(overrides=list(job_overrides[i]), return_value=res, status=JobStatus.FAILED)
+                    res = ret
+                returns[i] = res
+        return [r for r in returns if r is not None]

@@ -1,0 +1,163 @@
+"""A pack of training jobs run as one: each job lives its whole life in its own thread (identity, skip
+if FINISHED, resume, its own MLflow run, params, summary), and its call to `rethink.train.train` hands
+the training to the pack, which trains all members together (`rethink.packed_train`).
+
+Jobs start one after the other: the next starts only when the previous has joined the pack or ended
+(skipped, failed before training), so Hydra's per-job global state is set for one job at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rethink.errors import RethinkError
+from rethink.packed_train import Member, train_pack
+
+log = logging.getLogger("rethink")
+_local = threading.local()
+MAX_PACK = 32
+GPU_MEMBER_OVERHEAD = 2 * 2**30  # bytes per member besides its data: weights, gradients, momentum, activations
+
+
+def pack_key(cfg: DictConfig) -> str | None:
+    """What jobs must share to train as one pack: the architecture (all of `model.net` but its init), the
+    data set and subset sizes, the batch sizes and the device settings. None: this job trains alone
+    (a theory task, or `trainer.compile=true`)."""
+    if OmegaConf.select(cfg, "task.name", default="train") != "train" or cfg.trainer.compile:
+        return None
+    net = {k: v for k, v in OmegaConf.to_container(cfg.model.net, resolve=True).items() if k != "init"}
+    d, t = cfg.dataset, cfg.trainer
+    return json.dumps([net, d.name, d.train_size, d.test_size, d.crop_size, t.batch_size, t.eval_batch_size,
+                       t.device, t.amp], sort_keys=True, default=str)
+
+
+def auto_k(cfg: DictConfig) -> int:
+    """Members per pack for k=auto. On a GPU as many as 80 % of its free memory holds (each member: its
+    data set on the device, raw and preprocessed, plus GPU_MEMBER_OVERHEAD), at most MAX_PACK. On a CPU 1:
+    packing does not pay there (bench/packing.py, docs/performance.md)."""
+    import torch
+
+    from rethink.runtime import resolve_device
+
+    device = resolve_device(str(cfg.trainer.device))
+    if device.type != "cuda":
+        return 1
+    free, _ = torch.cuda.mem_get_info(device)
+    c, h, w = (list(cfg.dataset.input_shape) + [1, 1, 1])[:3]
+    ready = 2 * c * h * w * 4  # the preprocessed images, and their stacked copy for evaluation
+    n_train, n_test = cfg.dataset.train_size or 60000, cfg.dataset.test_size or 10000
+    per_member = n_train * (c * 32 * 32 + ready) + n_test * (c * 32 * 32 + ready) + GPU_MEMBER_OVERHEAD
+    return max(1, min(MAX_PACK, int(0.8 * free // per_member)))
+
+
+def plan(configs: list[DictConfig], k: int | str = "auto") -> list[list[int]]:
+    """The packs of a sweep, as lists of indices into `configs` in job order: compatible jobs (`pack_key`)
+    in groups of at most `k` (an integer >= 1, or auto: `auto_k`); every other job alone."""
+    if k != "auto" and not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
+        raise RethinkError(f"hydra.launcher.k={k!r} is not allowed: use auto or an integer >= 1")
+    groups: dict[str, list[int]] = {}
+    packs: list[list[int]] = []
+    for i, cfg in enumerate(configs):
+        key = pack_key(cfg)
+        if key is None:
+            packs.append([i])
+        else:
+            groups.setdefault(key, []).append(i)
+    for idx in groups.values():
+        size = auto_k(configs[idx[0]]) if k == "auto" else k
+        packs += [idx[j : j + size] for j in range(0, len(idx), size)]
+    return sorted(packs, key=lambda p: p[0])
+
+
+def current() -> Pack | None:
+    """The pack the calling job's thread belongs to (None: a solo job)."""
+    return getattr(_local, "pack", None)
+
+
+def announce(run_id: str) -> None:
+    """In a job's thread: the MLflow run its member will train for (what its partners' `packed_with` name)."""
+    _local.run_id = run_id
+
+
+def partners() -> list[str]:
+    """The run ids of the other members of the calling job's pack ([] for a solo job)."""
+    pack, me = current(), getattr(_local, "run_id", "")
+    return [m.run_id for m in pack.members if m.run_id != me] if pack else []
+
+
+class Pack:
+    """The members that joined, and the threads of the jobs they belong to."""
+
+    def __init__(self) -> None:
+        self.members: list[Member] = []
+        self.names: list[str] = []
+        self._lock = threading.Lock()
+        self.closed: BaseException | None = None
+
+    def join(self, member: Member) -> Any:
+        """In a job's thread: register `member`, let the launcher start the next job, and wait for this
+        member's result (re-raising the error that ended it)."""
+        delivered, box = threading.Event(), {}
+
+        def done(result: Any) -> None:
+            box["result"] = result
+            delivered.set()
+
+        member.done, member.name = done, member.name or getattr(_local, "name", "")
+        member.run_id = member.run_id or getattr(_local, "run_id", "")
+        with self._lock:
+            if self.closed is not None:  # the pack was interrupted before this job joined
+                raise self.closed
+            self.members.append(member)
+        _local.arrived.set()
+        delivered.wait()
+        if isinstance(box["result"], BaseException):
+            raise box["result"]
+        return box["result"]
+
+    def run(self, jobs: list[Callable[[], Any]], names: list[str]) -> list[Any]:
+        """Run `jobs` (each the whole life of one job) as a pack; their return values, or the exception
+        each raised, in order. A KeyboardInterrupt here ends every member (their runs end KILLED) and is raised."""
+        threads, boxes = [], []
+        try:
+            self._start(jobs, names, threads, boxes)
+            if self.members:
+                log.info("training a pack of %d member(s): %s", len(self.members),
+                         ", ".join(m.name for m in self.members))
+                train_pack(self.members)
+        except BaseException as e:
+            with self._lock:
+                self.closed = e
+            for m in self.members:  # wake every member still waiting (one already woken ignores it)
+                m.done(e)
+            raise
+        finally:
+            for t in threads:
+                t.join()
+        return [b.get("result") for b in boxes]
+
+    def _start(self, jobs: list[Callable[[], Any]], names: list[str], threads: list, boxes: list) -> None:
+        """Start each job's thread once the previous one has joined the pack or ended."""
+        for job, name in zip(jobs, names, strict=True):
+            arrived, box = threading.Event(), {}
+
+            def target(job=job, name=name, arrived=arrived, box=box) -> None:
+                _local.pack, _local.arrived, _local.name = self, arrived, name
+                try:
+                    box["result"] = job()
+                except BaseException as e:  # noqa: BLE001 - handed to the launching thread, which decides
+                    box["result"] = e
+                finally:
+                    arrived.set()
+
+            t = threading.Thread(target=target, name=f"rethink-pack-{name}")
+            threads.append(t)
+            boxes.append(box)
+            t.start()
+            arrived.wait()
