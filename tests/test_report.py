@@ -10,6 +10,7 @@ import pytest
 from conftest import run_cli
 
 from rethink import plots, report, track
+from rethink.report import deviations
 
 SMOKE = "dataset.train_size=200 trainer.max_epochs=2"
 
@@ -318,6 +319,8 @@ def test_deviations_are_read_from_the_runs_used(tmp_path):
             in items["Initialization"])
     conv = items["Inception's conv module"]
     assert "inception: tf_slim (conv (no bias)" in conv and "inception: not recorded: conv + bias" in conv
+    assert deviations.conv_module(pd.DataFrame({"model": ["inception_nobn"], "conv_module": [None]})).iloc[0] == (
+        "inception_nobn: no BatchNorm: conv + bias -> ReLU (the paper's Inception w/o BatchNorm)")
     assert "mlp" not in conv
     assert "0.004 on weights (conv/linear kernels only) (1 run)" in items["Weight decay"]
     prec = items["Device and precision"]

@@ -16,6 +16,7 @@ JPEG = "CIFAR-10 from the local copy, re-encoded as JPEG (quality 75, 4:2:0 chro
 WD_ON = {"weights": "conv/linear kernels only", "all": "kernels and biases"}
 CONV_MODULES = {"tf_slim": "conv (no bias) -> BatchNorm with a learnable shift, no scale -> ReLU",
                 "bias_bn_noaffine": "conv + bias -> BatchNorm without shift or scale -> ReLU"}
+NO_BATCHNORM = "no BatchNorm: conv + bias -> ReLU (the paper's Inception w/o BatchNorm)"
 LEGACY_CONV_MODULE = ("not recorded: conv + bias -> BatchNorm without shift or scale -> ReLU (the only module "
                       "before model.net.conv_module)")
 
@@ -68,9 +69,13 @@ def conv_module(df: pd.DataFrame) -> pd.Series | None:
     inc = df[df["model"].astype(str).str.startswith("inception")]
     if inc.empty:
         return None
-    return pd.Series([f"{r.model}: " + (LEGACY_CONV_MODULE if is_missing(r.conv_module) else
-                                        f"{r.conv_module} ({CONV_MODULES.get(str(r.conv_module), 'see the model')})")
-                      for r in inc.itertuples()], index=inc.index, dtype=object)
+    def one(r) -> str:
+        if r.model == "inception_nobn":
+            return f"{r.model}: {NO_BATCHNORM}"
+        return f"{r.model}: " + (LEGACY_CONV_MODULE if is_missing(r.conv_module) else
+                                 f"{r.conv_module} ({CONV_MODULES.get(str(r.conv_module), 'see the model')})")
+
+    return pd.Series([one(r) for r in inc.itertuples()], index=inc.index, dtype=object)
 
 
 def weight_decay(df: pd.DataFrame) -> pd.Series | None:
