@@ -59,7 +59,7 @@ report: install ## tables + figures from the MLflow store into $(REPORTS)/$(SCAL
 paper: ## every preset at the paper's scale (use a GPU), then the report
 	$(MAKE) -k table1 table4 fig1 fig2 report SCALE=paper
 
-paper-cpu: ## every preset at the reduced CPU scale (about an hour on 2 cores), then the report
+paper-cpu: ## every preset at the reduced CPU scale (about 1 h 45 min on 2 cores), then the report
 	$(MAKE) -k table1 table4 fig1 fig2 report SCALE=cpu
 
 bench: install data ## training throughput vs the conventional pipeline, FLOP/s, overheads (CPU, a few minutes)
