@@ -8,9 +8,9 @@
 # artifacts.tgz, nvidia-smi.txt, and with BENCH=1 packing.json (bench.packing on the GPU, run first). Commit mlflow.db as docs/results/gpu-h200/mlflow.db and regenerate the report from it:
 #   python -m rethink.report --tracking-uri sqlite:///docs/results/gpu-h200/mlflow.db --scale paper --out docs/results/gpu-h200
 # Presets share jobs (an identical FINISHED job is skipped), so a rerun after a cap resumes where it stopped.
-# A CPU rehearsal of the same path (tiny budgets; what tests cannot show: the script itself):
-#   OUT=/tmp/rehearse SCALE=cpu K=2 PRESETS="fig1bc fig2b" EXTRA="dataset.train_size=100 dataset.test_size=50 \
-#     trainer.max_epochs=1 sweep_levels=0.0,1.0" bash bench/gpu_paper.sh
+# A CPU rehearsal of the same path (tiny budgets; what tests cannot show: the script itself; 35 s here):
+#   OUT=/tmp/rehearse SCALE=cpu K=2 PRESETS="fig1bc fig2b" \
+#     EXTRA="dataset.train_size=100 dataset.test_size=50 trainer.max_epochs=1" bash bench/gpu_paper.sh
 set -u
 OUT=${OUT:-/tmp/gpu-out}
 SCALE=${SCALE:-paper}
@@ -40,7 +40,8 @@ for preset in $PRESETS; do
   echo "=== $preset (cap ${PRESET_CAP}s)" | tee -a "$OUT/log.txt"
   # shellcheck disable=SC2086  # EXTRA is a list of overrides
   timeout "$PRESET_CAP" python3 -m rethink experiment="$preset" scale="$SCALE" hydra/launcher=packed \
-    hydra.launcher.k="$K" mlflow.tracking_uri="$store" hydra.sweep.dir="/tmp/multirun/$preset" $EXTRA \
+    hydra.launcher.k="$K" mlflow.tracking_uri="$store" hydra.sweep.dir="/tmp/multirun/$preset" \
+    paths.checkpoints=/tmp/checkpoints $EXTRA \
     >> "$OUT/log.txt" 2>&1
   echo "$preset rc=$? $(( $(date +%s) - t0 )) s" | tee -a "$OUT/wall.txt"
 done
@@ -49,5 +50,6 @@ python3 -m rethink.report --tracking-uri "$store" --scale "$SCALE" --out /tmp/re
 tar -czf "$OUT/report.tgz" -C /tmp report
 # The runs' artifacts (learning curves, configs) sit next to the store, too deep to come back: one archive.
 [ -d "$OUT/artifacts" ] && tar -czf "$OUT/artifacts.tgz" -C "$OUT" artifacts && rm -rf "$OUT/artifacts"
+rm -f "$OUT/mlflow.db.lock"
 grep -E "Launching|training a pack|sweep:|ERROR" "$OUT/log.txt" | tail -n 40
 cat "$OUT/wall.txt"

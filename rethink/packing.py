@@ -37,6 +37,14 @@ def pack_key(cfg: DictConfig) -> str | None:
                        t.device, t.amp], sort_keys=True, default=str)
 
 
+def job_identity(cfg: DictConfig) -> str:
+    """A training job's identity (`rethink.identity.config_hash`) from its sweep config (Hydra's node left out)."""
+    from rethink import identity
+
+    task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return identity.config_hash(task_cfg)
+
+
 def auto_k(cfg: DictConfig) -> int:
     """Members per pack for k=auto. On a GPU as many as 80 % of its free memory holds (each member: its
     data set on the device, raw and preprocessed, plus GPU_MEMBER_OVERHEAD), at most MAX_PACK. On a CPU 1:
@@ -63,11 +71,14 @@ def plan(configs: list[DictConfig], k: int | str = "auto") -> list[list[int]]:
         raise RethinkError(f"hydra.launcher.k={k!r} is not allowed: use auto or an integer >= 1")
     groups: dict[str, list[int]] = {}
     packs: list[list[int]] = []
+    seen: set[str] = set()
     for i, cfg in enumerate(configs):
         key = pack_key(cfg)
-        if key is None:
+        ident = job_identity(cfg) if key is not None else None
+        if key is None or ident in seen:  # a repeat of an earlier job runs alone, after it: then it is skipped
             packs.append([i])
         else:
+            seen.add(ident)
             groups.setdefault(key, []).append(i)
     for idx in groups.values():
         size = auto_k(configs[idx[0]]) if k == "auto" else k

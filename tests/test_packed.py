@@ -121,6 +121,10 @@ def test_plan_groups_compatible_jobs_in_job_order():
     assert packing.plan(jobs, 4) == [[0, 1, 2, 4], [3], [5], [6]]
     assert packing.plan(jobs, "auto") == [[i] for i in range(7)]  # auto on a CPU: no packing (it does not pay)
     assert packing.plan([composed("model=mlp_1x512", "model.init=torch"), jobs[0]], 2) == [[0, 1]]  # init: not shape
+    # The same job twice in one sweep (e.g. a swept key outside the identity): the repeat runs alone, after
+    # the first (and is skipped then), never in the same pack, where its lock would find the first still running.
+    assert packing.plan([jobs[0], jobs[1], composed("model=mlp_1x512", "corruption=labels", "corruption.level=0",
+                                                    "rerun=false")], 3) == [[0, 1], [2]]
     with pytest.raises(RethinkError, match="hydra.launcher.k=0"):
         packing.plan(jobs, 0)
 
