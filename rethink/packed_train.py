@@ -54,7 +54,7 @@ class Member:
     on_epoch: Callable[[dict], None] | None = None
     on_checkpoint: Callable[[dict], None] | None = None
     resume: dict | None = None
-    done: Callable[[TrainResult | BaseException], None] = print
+    done: Callable[[TrainResult | BaseException], None] = lambda result: None
     name: str = ""
     run_id: str = ""
 
@@ -226,11 +226,16 @@ def _loop(base: nn.Module, stack: _Stack, live: list[_Live], opts: list, rt: Run
         if live[j].st.epoch >= live[j].m.settings.max_epochs:
             _leave(j, live, opts, stack, None)
     fwd = _stacked_forward(base)
+    members_of: tuple[int, ...] = ()
     while live:
         t0 = time.perf_counter()
         k, n, bs = len(live), len(live[0].d.train_y), live[0].m.settings.batch_size
-        wd = _decay_mask(base, live, rt.device)
-        momentum = torch.tensor([lv.m.settings.momentum for lv in live], device=rt.device)
+        if members_of != tuple(map(id, live)):  # the pack changed: restack what stays fixed while it does not
+            members_of = tuple(map(id, live))
+            wd = _decay_mask(base, live, rt.device)
+            momentum = torch.tensor([lv.m.settings.momentum for lv in live], device=rt.device)
+            eval_sets = [(torch.stack([getattr(lv.d, x) for lv in live]), torch.stack([getattr(lv.d, y) for lv in live]))
+                         for x, y in (("train_ready", "train_y"), ("test_ready", "test_y"))]
         perms = [torch.randperm(n, device=rt.device, generator=lv.gen) for lv in live]
         loss_sum = torch.zeros(k, device=rt.device)
         hits = torch.zeros(k, device=rt.device, dtype=torch.long)
@@ -260,10 +265,7 @@ def _loop(base: nn.Module, stack: _Stack, live: list[_Live], opts: list, rt: Run
             torch.cuda.synchronize()
         train_time = time.perf_counter() - t0
         eb = rt.eval_batch_size
-        train_eval = _evaluate(base, stack, torch.stack([lv.d.train_ready for lv in live]),
-                               torch.stack([lv.d.train_y for lv in live]), eb, rt)
-        test_eval = _evaluate(base, stack, torch.stack([lv.d.test_ready for lv in live]),
-                              torch.stack([lv.d.test_y for lv in live]), eb, rt)
+        train_eval, test_eval = (_evaluate(base, stack, xs, ys, eb, rt) for xs, ys in eval_sets)
         running = (loss_sum / n).tolist()
         leaving: list[tuple[int, str | BaseException | None]] = []
         for j, lv in enumerate(live):
