@@ -107,7 +107,6 @@ class Pack:
 
     def __init__(self) -> None:
         self.members: list[Member] = []
-        self.names: list[str] = []
         self._lock = threading.Lock()
         self.closed: BaseException | None = None
 
