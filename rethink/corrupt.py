@@ -15,6 +15,7 @@ from torch import Tensor
 from rethink.checks import check, in_range, is_int
 from rethink.data import ImageData
 from rethink.errors import RethinkError
+from rethink.stream import StreamedData
 
 KINDS = ("labels", "shuffled_pixels", "random_pixels", "gaussian")
 
@@ -57,9 +58,11 @@ class Corruption:
         ])
         self.level = float(self.level)
 
-    def apply(self, data: ImageData) -> CorruptedData:
+    def apply(self, data: ImageData | StreamedData) -> CorruptedData | CorruptedStream:
         """Return the corrupted data set (the input tensors are not modified)."""
         gen = torch.Generator().manual_seed(self.seed)
+        if isinstance(data, StreamedData):
+            return self.apply_to_stream(data, gen)
         n_train = len(data.train_y)
         if self.kind == "labels":
             train_y = corrupt_labels(data.train_y, self.level, data.num_classes, gen)
@@ -80,6 +83,34 @@ class Corruption:
             train_x = gaussian_images(data.train_x, picked_train, mean, std, gen)
             test_x = gaussian_images(data.test_x, picked_test, mean, std, gen)
         return CorruptedData(train_x, data.train_y, test_x, data.test_y, data.train_y, picked_train, data.num_classes)
+
+
+    def apply_to_stream(self, data: StreamedData, gen: torch.Generator) -> CorruptedStream:
+        """Label corruption of a streamed data set: the same draws as for data held in memory, a function of
+        the seed and the sample index alone. The pixel kinds would need every image in memory: refused."""
+        if self.kind != "labels":
+            raise RethinkError(f"corruption.kind={self.kind} is not available for a streamed data set "
+                               f"(dataset.name={data.spec.name}): only label corruption (corruption=labels, "
+                               "random_labels) is drawn per sample index; the pixel kinds need the images in memory")
+        train_y = corrupt_labels(data.train_y, self.level, data.num_classes, gen)
+        return CorruptedStream(data, train_y, data.train_y, train_y != data.train_y, data.num_classes)
+
+
+@dataclass
+class CorruptedStream:
+    """A streamed data set after label corruption: its images are read per batch (`rethink.stream`)."""
+
+    data: StreamedData
+    train_y: Tensor
+    true_train_y: Tensor
+    changed: Tensor
+    num_classes: int
+    info: dict = field(default_factory=dict)
+
+    @property
+    def test_y(self) -> Tensor:
+        """The test labels (never corrupted)."""
+        return self.data.test_y
 
 
 def corrupt_labels(labels: Tensor, level: float, num_classes: int, generator: torch.Generator) -> Tensor:

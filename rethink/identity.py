@@ -20,7 +20,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 # Keys (and the subtrees under them) that do not change what a training job computes.
-NON_IDENTITY_KEYS = ("mlflow", "rerun", "paths", "model.cpu", "model.paper", "sweep_levels", "trainer.device", "trainer.compile",
+NON_IDENTITY_KEYS = ("mlflow", "rerun", "paths", "model.cpu", "model.paper", "sweep_levels", "trainer.device", "trainer.devices", "trainer.compile",
+                     "dataset.workers", "dataset.decode",
                      "trainer.eval_batch_size", "trainer.checkpoint_every", "checkpoint_dir")
 
 # Keys added after runs were stored -> the value meaning "as before the key existed" (dropped from the hash).
@@ -29,6 +30,14 @@ LEGACY_DEFAULTS = {
     "model.net.init": "torch",                     # the same, as the model's net receives it
     "model.net.conv_module": "bias_bn_noaffine",   # Inception: conv+bias -> BatchNorm2d(affine=False)
     "regularizer.rotate": 0,                       # no random rotation
+    "trainer.optimizer": "sgd",                    # SGD with momentum
+    "trainer.rmsprop_decay": 0.9,                  # (rmsprop_tf only)
+    "trainer.rmsprop_eps": 1.0,                    # (rmsprop_tf only)
+    "trainer.label_smoothing": 0.0,                # none
+    "trainer.aux_weight": 0.4,                     # (models with an auxiliary head only)
+    "trainer.lr_decay_epochs": 1,                  # LR decay every epoch (when lr_decay_period is null)
+    "dataset.stream": "auto",                      # imagefolder: held in memory unless too large
+    "dataset.train_eval_size": 10000,              # (streamed only) the train-accuracy subset
 }
 
 

@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -60,6 +61,8 @@ def summary_metrics(result) -> dict[str, float]:
         best = max(tested, key=lambda h: h["test/acc"])
         out |= {"best_test_acc": best["test/acc"], "best_test_acc_step": best["step"],
                 "early_stopping_gain": round(best["test/acc"] - tested[-1]["test/acc"], 12)}
+        if "test/top5" in best:  # ImageNet: the paper's parentheses give the best top-5 too
+            out["best_test_top5"] = max(h["test/top5"] for h in tested)
     if result.fit_epoch is not None:
         out |= {"fit_epoch": result.fit_epoch, "fit_step": result.fit_step}
     for thr in FIT_THRESHOLDS:
@@ -71,10 +74,65 @@ def summary_metrics(result) -> dict[str, float]:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Run one training job and return its final metrics (skipped if already FINISHED, resumed
-    from its checkpoint if interrupted)."""
+    from its checkpoint if interrupted). With `trainer.devices=N` every rank runs this: rank 0 owns the
+    job (its MLflow run, lock, checkpoints), the others train beside it (`rethink.distributed`)."""
+    from rethink import distributed
+    from rethink.data import is_streamed
+    from rethink.runtime import resolve_device
+
     dataset = build(cfg.dataset)  # the specs check their values: bad input stops here, before any I/O
     corruption = build(cfg.corruption)
     settings = train_settings(cfg)
+    if settings.devices > 1 and not is_streamed(cfg.dataset):
+        raise RethinkError(f"trainer.devices={settings.devices} needs a streamed data set (dataset=imagenet, or "
+                           "dataset=imagefolder dataset.stream=true): a data set held on one device trains there; run "
+                           "several such jobs at once with hydra/launcher=packed or joblib")
+    group = distributed.Group()
+    group.start(settings.devices, OmegaConf.to_container(cfg, resolve=False),
+                cuda=resolve_device(settings.device).type == "cuda")
+    ok = False
+    try:
+        with distributed.current_group(group):
+            result = run_as_rank0(cfg, dataset, corruption, settings) if distributed.world().main \
+                else run_as_other_rank(cfg, dataset, corruption, settings)
+        ok = True
+        return result
+    except Exception as e:
+        if failed := group.failed_ranks():  # say which rank failed, not only that rank 0 lost its peer
+            raise RethinkError(f"rank {failed[0][0]} of the job failed (exit code {failed[0][1]}; its traceback is "
+                               f"above): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        raise
+    finally:
+        group.release(train=False, why="rank 0 ended the job before training (skipped, failed or interrupted)")
+        group.close(ok)
+
+
+def run_as_other_rank(cfg: DictConfig, dataset, corruption, settings) -> dict[str, float]:
+    """A rank other than 0: build the same data and model, wait for rank 0's word, train beside it; log nothing."""
+    import torch
+
+    from rethink import distributed, lifecycle
+    from rethink.runtime import resolve_runtime
+    from rethink.train import train
+
+    data = dataset.load()
+    corrupted = corruption.apply(data)
+    cfg.dataset.num_classes, cfg.dataset.input_shape = dataset.num_classes, list(dataset.input_shape)
+    torch.manual_seed(int(cfg.seed))
+    model = build(cfg.model.net)
+    word = distributed.await_release()
+    rank = distributed.world().rank
+    if not word["train"]:
+        log.info("rank %d: not training: %s", rank, word["why"])
+        return {}
+    resume = lifecycle.load_checkpoint(Path(word["checkpoint"])) if word["checkpoint"] else None
+    result = train(model, corrupted, settings, resume=resume, runtime=resolve_runtime(settings, model))
+    log.info("rank %d: trained %d epochs beside rank 0", rank, result.epochs)
+    return {}
+
+
+def run_as_rank0(cfg: DictConfig, dataset, corruption, settings) -> dict[str, float]:
+    """The job itself (a single process is rank 0): identity, skip or resume, prepare, train, track."""
     spec = runner.JobSpec(uri=track.tracking_uri(cfg), experiment=cfg.mlflow.experiment,
                           identity=identity.config_hash(cfg), rerun=bool(cfg.rerun), resumable=True,
                           checkpoint_dir=cfg.paths.checkpoints)
@@ -102,13 +160,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
                  name, len(corrupted.train_y), len(corrupted.test_y), count_params(model), runtime.device,
                  100 * float(corrupted.changed.float().mean()), corruption.kind)
         if tags["scale"] == "cpu":
-            log.info("scale=cpu (reduced): a stratified subset of the training set and the paper's per-step LR "
-                     "schedule; add scale=paper for the full data set and per-epoch decay")
+            log.info("scale=cpu (reduced): a stratified subset of the training set and model %s's CPU budget "
+                     "(model.cpu); add scale=paper for the full data set and the paper's budget", cfg.model.name)
         if tags["budget"] == "custom":
             log.info("budget: custom (%s): the report leaves this run out of the paper's tables", tags["budget_overrides"])
         params = record.params(cfg) | {"num_params": count_params(model), "train_examples": len(corrupted.train_y),
                                        "test_examples": len(corrupted.test_y)}
         note = record.description(cfg, corruption.kind, corruption.level, len(corrupted.train_y), tags)
+        if settings.devices > 1:
+            tags["devices"] = settings.devices
         tags |= {"device": runtime.describe(), "model": cfg.model.name, "corruption": f"{corruption.kind}@{corruption.level:g}",
                  track.NOTE: note} | runtime.versions()
         artifacts = {"config.yaml": OmegaConf.to_container(cfg, resolve=True),
@@ -164,7 +224,7 @@ class Prepared:
 def train_body(ctx: runner.JobContext, p: Prepared) -> dict[str, float]:
     """Train, logging each epoch (metrics and a table row) and checkpointing; then the summary, also
     as a table in the run's description so its page shows the numbers at a glance."""
-    from rethink import packing, plots
+    from rethink import distributed, packing, plots
     from rethink.train import train
 
     name, note, settings, t0 = p.name, p.note, p.settings, p.t0
@@ -187,6 +247,7 @@ def train_body(ctx: runner.JobContext, p: Prepared) -> dict[str, float]:
     def on_checkpoint(st: dict) -> None:
         ctx.save_checkpoint(st | {"wall_time": prior_wall + time.perf_counter() - t0})
 
+    distributed.release(train=True, checkpoint=str(ctx.checkpoint_file) if state and ctx.checkpoint_file else None)
     with job.system_metrics(p.system_metrics):
         result = train(p.model, p.corrupted, settings, on_epoch, on_checkpoint, resume=state, runtime=p.runtime)
     check_complete(job, result.history)

@@ -28,13 +28,23 @@ GPU_MEMBER_OVERHEAD = 2 * 2**30  # bytes per member besides its data: weights, g
 def pack_key(cfg: DictConfig) -> str | None:
     """What jobs must share to train as one pack: the architecture (all of `model.net` but its init), the
     data set and subset sizes, the batch sizes and the device settings. None: this job trains alone
-    (a theory task, or `trainer.compile=true`)."""
-    if OmegaConf.select(cfg, "task.name", default="train") != "train" or cfg.trainer.compile:
+    (a theory task, `trainer.compile=true`, a streamed data set, several devices, an optimizer other than SGD or
+    label smoothing: the stacked loop implements SGD on data held on the device)."""
+    t = cfg.trainer
+    if (OmegaConf.select(cfg, "task.name", default="train") != "train" or t.compile or streamed(cfg)
+            or int(t.get("devices", 1)) > 1 or t.get("optimizer", "sgd") != "sgd" or t.get("label_smoothing", 0)):
         return None
     net = {k: v for k, v in OmegaConf.to_container(cfg.model.net, resolve=True).items() if k != "init"}
     d, t = cfg.dataset, cfg.trainer
     return json.dumps([net, d.name, d.train_size, d.test_size, d.crop_size, t.batch_size, t.eval_batch_size,
                        t.device, t.amp], sort_keys=True, default=str)
+
+
+def streamed(cfg: DictConfig) -> bool:
+    """Whether the job's data set is streamed (`rethink.stream`), not held on the device."""
+    from rethink.data import is_streamed
+
+    return is_streamed(cfg.dataset)
 
 
 def job_identity(cfg: DictConfig) -> str:

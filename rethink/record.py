@@ -19,11 +19,12 @@ from rethink.regularizers import switched_on
 # override (a subset size, an epoch cap, a learning rate) makes the run's budget "custom".
 STANDARD_OVERRIDES = ("model", "dataset", "corruption", "corruption.level", "corruption.kind", "regularizer", "row",
                       "scale", "experiment", "task", "seed", "rerun", "sweep_levels",
-                      "dataset.root", "dataset.download", "trainer.device", "trainer.compile", "trainer.amp",
+                      "dataset.root", "dataset.download", "trainer.device", "trainer.devices", "dataset.workers", "dataset.decode", "trainer.compile", "trainer.amp",
                       "trainer.channels_last", "trainer.eval_batch_size", "trainer.checkpoint_every")
 STANDARD_SUBTREES = ("mlflow", "paths", "hydra")  # every key under these
 PRESETS = {"table1": "Table 1", "table4": "Table 4", "fig1a": "Fig. 1a", "fig1bc": "Fig. 1b/1c", "fig2b": "Fig. 2b",
-           "wd_sweep": "Table 4's weight decay, swept (an extension)"}
+           "wd_sweep": "Table 4's weight decay, swept (an extension)", "table2": "Table 2 (ImageNet)",
+           "fig2a": "Fig. 2a (ImageNet)"}
 CORRUPTIONS = {
     "labels": "{p} of the training labels replaced by labels drawn uniformly at random",
     "shuffled_pixels": "one fixed random permutation of the pixels applied to {p} of the images (train and test)",
@@ -32,27 +33,36 @@ CORRUPTIONS = {
 }
 DEFAULT_WD = 5e-4  # conf/regularizer/weight_decay.yaml
 REFERENCE = re.compile(r"^\$\{([\w.]+)\}$")
+SELECTED = re.compile(r"^\$\{oc\.select:([\w.]+),.*\}$")
 
 
-def _interpolated_from(cfg: DictConfig, key: str) -> str | None:
-    """The key that `key` is a plain `${other.key}` reference to, if it is one."""
+def _interpolated_from(cfg: DictConfig, key: str, pattern: re.Pattern = REFERENCE) -> str | None:
+    """The key that `key` is a plain `${other.key}` reference to (or, with SELECTED, an oc.select of), if it is one."""
     parent, _, leaf = key.rpartition(".")
     node = OmegaConf.select(cfg, parent) if parent else cfg
     if not isinstance(node, DictConfig) or not OmegaConf.is_interpolation(node, leaf):
         return None
-    m = REFERENCE.match(str(node._get_node(leaf)._value()))
+    m = pattern.match(str(node._get_node(leaf)._value()))
     return m.group(1) if m else None
 
 
 def params(cfg: DictConfig) -> dict[str, str]:
     """The keys that define the experiment (the job identity), each once, with its natural type.
 
-    A key that only repeats another (`trainer.lr: ${model.lr}`) is left out when the one it repeats is logged."""
+    A key that only repeats another (`trainer.lr: ${model.lr}`) is left out when the one it repeats is logged.
+    A model's recipe value that a trainer key selects (`trainer.optimizer: ${oc.select:model.optimizer,sgd}`) is
+    logged once, as the trainer key, so every model's runs have the same columns; settings of an optimizer or head
+    the job does not use (`trainer.rmsprop_*` under SGD, `trainer.aux_weight` without an auxiliary head) are left out.
+    """
     flat = identity.identity_values(cfg)
+    selected = {src for key in flat if (src := _interpolated_from(cfg, key, SELECTED)) is not None and src != key}
+    unused = set() if flat.get("trainer.optimizer") == "rmsprop_tf" else {"trainer.rmsprop_decay", "trainer.rmsprop_eps"}
+    if "model.net.aux_logits" not in flat:
+        unused.add("trainer.aux_weight")
     out = {}
     for key, value in flat.items():
         source = _interpolated_from(cfg, key)
-        if source is not None and source in flat and source != key:
+        if (source is not None and source in flat and source != key) or key in selected or key in unused:
             continue
         out[key] = identity.natural(value)
     return out
@@ -122,10 +132,19 @@ def dataset_inputs(cfg: DictConfig, data, corrupted) -> list[dict[str, str]]:
     from pathlib import Path
 
     from rethink.data import source_of
+    from rethink.stream import StreamedData
 
     ds, c = cfg.dataset, cfg.corruption
     source_type, source = source_of(ds.name, Path(ds.root))
     common = {"source": source, "source_type": source_type}
+    if isinstance(data, StreamedData):  # its images are never all read: the file lists and labels identify it
+        files = combine(*(hashlib.sha256(f.tobytes()).hexdigest()[:16] for f in (data.train_files, data.test_files)))
+        return [
+            {"name": f"{ds.name}-train", "digest": combine(files, digest(data.train_y)), "context": "training"} | common,
+            {"name": f"{ds.name}-test", "digest": combine(files, digest(data.test_y)), "context": "evaluation"} | common,
+            {"name": f"{ds.name}-train {c.kind}@{float(c.level):g} seed {c.seed}",
+             "digest": combine(files, digest(corrupted.train_y)), "context": "training, after corruption"} | common,
+        ]
     images = digest(data.train_x)  # hashed once: label corruption keeps the very same tensor
     after = images if corrupted.train_x is data.train_x else digest(corrupted.train_x)
     return [

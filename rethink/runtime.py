@@ -7,6 +7,7 @@ model; the job resolves it (spreading parallel jobs over GPUs) and hands it to `
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -75,6 +76,8 @@ def resolve_device(name: str, job_num: int = 0) -> torch.device:
         if not torch.cuda.is_available():
             return torch.device("cpu")
         n = torch.cuda.device_count()
+        if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # a rank of a DDP job: its own GPU on this machine
+            return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % n}")
         return torch.device(f"cuda:{job_num % n}" if n > 1 else "cuda")
     return torch.device(name)
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from rethink.checks import check, in_range, is_int, is_number
 from rethink.corrupt import CorruptedData
 from rethink.errors import DivergenceError, RethinkError
+from rethink.optim import OPTIMIZERS, build_optimizer
 from rethink.preprocess import Preprocess
 from rethink.progress import (
     LoopState,
@@ -57,6 +58,13 @@ class TrainSettings:
     crop_size: int | None = None
     seed: int = 0
     checkpoint_every: int | None = 5  # epochs between checkpoints (0 / None: never)
+    optimizer: str = "sgd"
+    rmsprop_decay: float = 0.9
+    rmsprop_eps: float = 1.0
+    label_smoothing: float = 0.0
+    aux_weight: float = 0.4
+    lr_decay_epochs: int | None = None
+    devices: int = 1
 
     def __post_init__(self) -> None:
         """Check the type and range of every value: the first bad one stops with one line."""
@@ -83,6 +91,15 @@ class TrainSettings:
             (t + "compile", self.compile, isinstance(self.compile, bool), "true or false"),
             (t + "checkpoint_every", self.checkpoint_every,
              self.checkpoint_every is None or is_int(self.checkpoint_every, 0), "null or an integer >= 0"),
+            (t + "optimizer", self.optimizer, self.optimizer in OPTIMIZERS, " or ".join(OPTIMIZERS)),
+            (t + "rmsprop_decay", self.rmsprop_decay, in_range(self.rmsprop_decay, 0, 1, high_open=True), "a number in [0, 1)"),
+            (t + "rmsprop_eps", self.rmsprop_eps, is_number(self.rmsprop_eps) and self.rmsprop_eps > 0, "a number > 0"),
+            (t + "label_smoothing", self.label_smoothing, in_range(self.label_smoothing, 0, 1, high_open=True),
+             "a number in [0, 1)"),
+            (t + "aux_weight", self.aux_weight, is_number(self.aux_weight) and self.aux_weight >= 0, "a number >= 0"),
+            (t + "lr_decay_epochs", self.lr_decay_epochs, self.lr_decay_epochs is None or is_int(self.lr_decay_epochs, 1),
+             opt_int),
+            (t + "devices", self.devices, is_int(self.devices, 1), "an integer >= 1 (ranks of a DDP job)"),
             ("regularizer.weight_decay", self.weight_decay, is_number(self.weight_decay) and self.weight_decay >= 0,
              "a finite number >= 0"),
             ("regularizer.weight_decay_on", self.weight_decay_on, self.weight_decay_on in ("weights", "all"),
@@ -206,7 +223,7 @@ def train_epoch(fwd: nn.Module, opt: torch.optim.Optimizer, pre: Preprocess, d: 
         yb = d.train_y[idx]
         with rt.autocast():
             out = fwd(xb)
-            loss = F.cross_entropy(full_precision(out), yb)
+            loss = F.cross_entropy(full_precision(out), yb, label_smoothing=s.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -229,7 +246,12 @@ def train(model: nn.Module, data: CorruptedData, s: TrainSettings,
     handed to its pack (`rethink.packing`), which returns the same result.
     """
     from rethink import packing
+    from rethink.corrupt import CorruptedStream
 
+    if isinstance(data, CorruptedStream):  # a streamed data set (ImageNet): DataLoader workers, DDP ranks
+        from rethink.stream_train import train_streamed
+
+        return train_streamed(model, data, s, on_epoch, on_checkpoint, resume, runtime)
     if (pack := packing.current()) is not None:  # a job of the packed launcher: trained with its pack
         from rethink.packed_train import Member
 
@@ -239,12 +261,13 @@ def train(model: nn.Module, data: CorruptedData, s: TrainSettings,
     rt.activate()
     model = model.to(rt.device, memory_format=rt.memory_format)
     fwd = torch.compile(model) if s.compile else model
-    opt = torch.optim.SGD(param_groups(model, s.weight_decay, s.weight_decay_on), lr=s.lr, momentum=s.momentum)
+    opt = build_optimizer(s.optimizer, param_groups(model, s.weight_decay, s.weight_decay_on), s.lr, s.momentum,
+                          s.rmsprop_decay, s.rmsprop_eps)
     pre = Preprocess(s.crop_size, s.random_crop, s.flip, s.rotate)
     gen = torch.Generator(device=rt.device).manual_seed(s.seed + 1)
     d = stage_data(data, pre, rt)
     n = len(d.train_y)
-    period = s.lr_decay_period or math.ceil(n / s.batch_size)
+    period = s.lr_decay_period or (s.lr_decay_epochs or 1) * math.ceil(n / s.batch_size)
     stop = StoppingRule(s.target_train_acc, s.stop_at_target, s.patience)
     st = restore_checkpoint(resume, model, opt, gen, rt.device, stop) if resume else LoopState(stop)
     model.train()

@@ -137,3 +137,29 @@ def mlflow_server(tmp_path):
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_mlflow_server(proc)
+
+
+def make_image_tree(root: Path, classes: int = 10, train: int = 20, val: int = 5, sizes: tuple[int, int] = (80, 120),
+                    test_dir: str = "val", seed: int = 0) -> Path:
+    """An ImageFolder tree made here: `<root>/train/<wnid>/*.JPEG` and `<root>/<test_dir>/<wnid>/*.JPEG`, images of
+    random height and width in `sizes` (one size when sizes[0] == sizes[1]), a class colour plus noise."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train), (test_dir, val)):
+        for c in range(classes):
+            folder = root / split / f"n{c:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                h, w = rng.integers(sizes[0], sizes[1] + 1, 2)
+                colour = np.array([c * 25 % 256, c * 70 % 256, (255 - c * 25) % 256], dtype=np.float64)
+                img = (colour + rng.normal(0, 40, (h, w, 3))).clip(0, 255).astype(np.uint8)
+                Image.fromarray(img).save(folder / f"{split}_{c}_{i}.JPEG", quality=90)
+    return root
+
+
+@pytest.fixture(scope="session")
+def image_tree(tmp_path_factory) -> Path:
+    """10 classes x 20 training and 5 validation JPEGs of 80-120 px (ImageNet's layout), made once per session."""
+    return make_image_tree(tmp_path_factory.mktemp("imagenet") / "tree")

@@ -98,7 +98,8 @@ def fig1c(f1: pd.DataFrame, df: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
-def _history(uri: str, run_id: str, key: str) -> pd.DataFrame:
+def history(uri: str, run_id: str, key: str) -> pd.DataFrame:
+    """One metric's logged values as a frame (`step`, `value`), in step order."""
     hist = track.metric_history(uri, run_id, key)
     return pd.DataFrame({"step": [s for s, _ in hist], "value": [v for _, v in hist]}).sort_values("step")
 
@@ -108,7 +109,7 @@ def fig1a(df: pd.DataFrame, uri: str) -> plt.Figure | None:
     curves = []
     for kind, level, label in FIG1A_CURVES:
         sel = select(df, "inception", False, False, False, kind, level).sort_values("seed")
-        h = _history(uri, sel.iloc[0]["run_id"], "train/loss") if len(sel) else pd.DataFrame()
+        h = history(uri, sel.iloc[0]["run_id"], "train/loss") if len(sel) else pd.DataFrame()
         if not h.empty:
             curves.append((label, h, sel.iloc[:1]))
     if not curves:
@@ -147,7 +148,7 @@ def fig2b(df: pd.DataFrame, uri: str) -> plt.Figure | None:
     for model in ("inception", "inception_nobn"):
         sel = select(df, model, False, False, False, "labels", 0.0).sort_values("seed")
         if len(sel):
-            tr, te = _history(uri, sel.iloc[0]["run_id"], "train/acc"), _history(uri, sel.iloc[0]["run_id"], "test/acc")
+            tr, te = history(uri, sel.iloc[0]["run_id"], "train/acc"), history(uri, sel.iloc[0]["run_id"], "test/acc")
             if not tr.empty and not te.empty:
                 panels.append((model, tr, te, sel.iloc[:1]))
     if not panels:

@@ -46,3 +46,18 @@ PAPER_SETUP = {
 }
 PAPER_WD_ALEXNET = ("AlexNet with weight decay *fails to converge* on random labels (Table 4), without stating the "
                     "coefficient")
+
+# Table 2 (Inception v3 on ImageNet, %): data augmentation (random-resized crop + flip), dropout, weight decay,
+# random labels; top-1 train, top-5 train, top-1 test, top-5 test; the best top-1 / top-5 test along training
+# (the paper's numbers in parentheses, "a reference for potential performance gain of early stopping"), or None.
+PAPER_TABLE2 = [
+    (True, True, True, False, 92.18, 99.21, 77.84, 93.92, None, None),
+    (True, False, False, False, 92.33, 99.17, 72.95, 90.43, None, None),
+    (False, False, True, False, 90.60, 100.0, 67.18, 86.44, 72.57, 91.31),
+    (False, False, False, False, 99.53, 100.0, 59.80, 80.38, 63.16, 84.49),
+    (False, True, True, True, 91.18, 97.95, 0.09, 0.49, None, None),
+    (False, False, True, True, 87.81, 96.15, 0.12, 0.50, None, None),
+    (False, False, False, True, 95.20, 99.14, 0.11, 0.56, None, None),
+]
+IMAGENET_CLASSES = 1000  # chance: 0.1 % top-1, 0.5 % top-5
+IMAGENET_WD = 4e-5  # the weight decay of the Table 2 presets (the TensorFlow Inception v3 recipe's)

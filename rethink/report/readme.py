@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from rethink.report.deviations import deviations_section
+from rethink.report.imagenet import FIG2A_CAPTION
 from rethink.report.tables import markdown
 
 CAPTIONS = {
@@ -17,6 +18,7 @@ CAPTIONS = {
              "Open triangles are lower bounds: a run that stopped before the target is counted at its last step.",
     "fig1c": "Test error at the end of training; x: the paper's p = 0 values (read off its figure); dotted: chance. "
              "Hollow points: not all runs reached the target.",
+    "fig2a": FIG2A_CAPTION,
     "fig2b": "Train and test accuracy per step; shaded: what stopping at the best test accuracy would gain.",
     "wd_sweep": "An extension, not in the paper: final training accuracy on random labels against the weight decay "
                 "coefficient (log scale), one line per model; filled: every run reached the target, open: not all "
@@ -39,9 +41,10 @@ def _unfit_line(df: pd.DataFrame, scale: str | None) -> str | None:
 
 
 def notes(df: pd.DataFrame, t1: pd.DataFrame, scale: str | None, unused: pd.DataFrame | None = None,
-          standard_only: bool = True) -> str:
+          standard_only: bool = True, imagenet: int = 0) -> str:
     """The README's head: the runs used, the stopping rule, the deviations from the paper's setup, and where our
-    numbers differ from the paper's."""
+    numbers differ from the paper's. `df`: the CIFAR-10 runs used; `imagenet`: how many ImageNet runs are used
+    too (they have their own section, `imagenet.section`)."""
     n_unused = 0 if unused is None else len(unused)
     lines = [
         f"# rethink report — scale: {scale or 'all runs'}", "",
@@ -50,6 +53,8 @@ def notes(df: pd.DataFrame, t1: pd.DataFrame, scale: str | None, unused: pd.Data
         + (" that ran their scale's standard budget" if standard_only else " whatever their budget (`--budget any`)")
         + (f", seeds {sorted(int(s) for s in df['seed'].unique())}, devices "
            f"{sorted(str(d) for d in df['device'].dropna().unique())}" if len(df) else "")
+        + (f". Also {imagenet} ImageNet Inception v3 run(s) under the same rules: "
+           "[Table 2 / Fig. 2a (ImageNet)](#table-2--fig-2a-imagenet)" if imagenet else "")
         + f". {n_unused} run(s) of the store not used: listed under [Runs not used](#runs-not-used).", "",
         "- **Budget and time to overfit:** "
         + ("each run trains its model's whole epoch budget (`trainer.stop_at_target=false`, the presets' protocol; "

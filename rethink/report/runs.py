@@ -1,6 +1,9 @@
 """Which runs the report uses: every run of the store read as one typed row, the first reason a run
 is left out (status, task, data set, scale, budget, missing values), and the selection itself.
 
+Two data sets qualify: CIFAR-10 (Tables 1 and 4, Fig. 1, Fig. 2b) and ImageNet with Inception v3
+(Table 2, Fig. 2a); `cifar_runs` and `imagenet_runs` split the runs used between the two halves.
+
 Kept in one module so that the rules that admit runs to the paper's rows live in one place.
 """
 
@@ -16,6 +19,8 @@ REQUIRED_PARAMS = {"model": "model.name", "kind": "corruption.kind", "level": "c
 REQUIRED_METRICS = {"train_acc": "train/acc", "test_acc": "test/acc", "steps": "steps"}
 UNUSED_COLUMNS = ["run", "run id", "status", "reason"]
 TRUE = {"true", "1", "1.0"}
+CIFAR, IMAGENET = "cifar10", "imagenet"  # the paper's two data sets (param dataset.name)
+IMAGENET_MODEL = "inception_v3"  # Table 2 / Fig. 2a's only model
 
 
 def _col(raw: pd.DataFrame, key: str) -> pd.Series:
@@ -54,6 +59,8 @@ def read_runs(uri: str, experiment: str = "rethink") -> pd.DataFrame:
         "seed": _num(raw, "params.seed"), "train_size": _num(raw, "params.train_examples"),
         "target": _num(raw, "params.trainer.target_train_acc"),
         "train_acc": m("train/acc"), "test_acc": m("test/acc"), "running_acc": m("train/running_acc"), "fit_step": m("fit_step"),
+        "train_top5": m("train/top5"), "test_top5": m("test/top5"),  # ImageNet runs (top-5 of 1,000 classes)
+        "best_test_acc": m("best_test_acc"), "best_test_top5": m("best_test_top5"),
         "fit_epoch": m("fit_epoch"), "steps": m("steps"), "epochs": m("epochs"), "wall_time": m("wall_time"),
         "stop_reason": _col(raw, "tags.stop_reason"), "device": _col(raw, "tags.device"),
         # The setup, for the README's deviations from the paper (raw params: a missing one is NaN).
@@ -62,6 +69,8 @@ def read_runs(uri: str, experiment: str = "rethink") -> pd.DataFrame:
         "max_epochs": _num(raw, "params.trainer.max_epochs"), "stop_at_target": p("trainer.stop_at_target"),
         "patience": p("trainer.patience"), "init": p("model.init"), "conv_module": p("model.net.conv_module"),
         "amp": p("trainer.amp"), "lr_decay": p("trainer.lr_decay"), "lr_decay_period": p("trainer.lr_decay_period"),
+        "lr_decay_epochs": _num(raw, "params.trainer.lr_decay_epochs"), "optimizer": p("trainer.optimizer"),
+        "train_eval_size": _num(raw, "params.dataset.train_eval_size"),  # streamed data: the train-accuracy subset
     })
 
 
@@ -91,8 +100,10 @@ def why_not_used(r: dict, scale: str | None, budgets: tuple[str, ...] | None = S
         return f"not a training run (task={r['task']})"
     if is_missing(r["dataset"]):
         return "not a training run (no dataset.name param)"
-    if r["dataset"] != "cifar10":
-        return f"dataset {r['dataset']} (the paper's tables are CIFAR-10)"
+    if r["dataset"] not in (CIFAR, IMAGENET):
+        return f"dataset {r['dataset']} (the paper's tables are CIFAR-10 and ImageNet)"
+    if r["dataset"] == IMAGENET and not is_missing(r["model"]) and r["model"] != IMAGENET_MODEL:
+        return f"model {r['model']} on ImageNet (Table 2 / Fig. 2a are {IMAGENET_MODEL})"
     if scale and r["scale"] != scale:
         return "no scale recorded" if is_missing(r["scale"]) else f"other scale: {r['scale']}"
     if reason := _budget_reason(r, budgets):
@@ -131,8 +142,18 @@ def split_runs(runs: pd.DataFrame, scale: str | None,
 
 def load_runs(uri: str, experiment: str = "rethink", scale: str | None = None,
               budgets: tuple[str, ...] | None = STANDARD) -> pd.DataFrame:
-    """The runs the paper tables use: FINISHED CIFAR-10 training runs of `scale` with a standard budget."""
+    """The runs the paper tables use: FINISHED CIFAR-10 and ImageNet training runs of `scale` with a standard budget."""
     return split_runs(read_runs(uri, experiment), scale, budgets)[0]
+
+
+def cifar_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The CIFAR-10 runs among the runs used (Tables 1 and 4, Fig. 1, Fig. 2b, the weight decay sweep)."""
+    return df[df["dataset"] == CIFAR].reset_index(drop=True) if len(df) else df
+
+
+def imagenet_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The ImageNet Inception v3 runs among the runs used (Table 2, Fig. 2a)."""
+    return df[(df["dataset"] == IMAGENET) & (df["model"] == IMAGENET_MODEL)].reset_index(drop=True) if len(df) else df
 
 
 def require_one_scale(used: pd.DataFrame, scale: str | None) -> None:

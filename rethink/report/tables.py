@@ -7,6 +7,7 @@ import pandas as pd
 
 from rethink.record import DEFAULT_WD
 from rethink.report.paper import FIG1_MODELS, PAPER_TABLE1, PAPER_TABLE4
+from rethink.report.runs import CIFAR
 
 FIG1_COLUMNS = ["model", "level", "runs", "fit", "test_error", "relative_time", "censored", "p0_censored",
                 "time to overfit / p=0"]
@@ -19,7 +20,7 @@ def no_reg(df: pd.DataFrame) -> pd.Series:
 
 def select(df: pd.DataFrame, model: str, crop: bool, wd: bool, flip: bool, kind: str, level: float, *,
            rotate: bool = False) -> pd.DataFrame:
-    """The runs of one row of a paper table: model, regularizers (never dropout), corruption kind and level.
+    """The runs of one row of a CIFAR-10 paper table: model, regularizers (never dropout), corruption kind and level.
 
     Weight decay means the presets' coefficient (DEFAULT_WD): a run at another one is a point of the
     wd_sweep extension, and averaging it into a paper row would mix two experiments.
@@ -27,8 +28,8 @@ def select(df: pd.DataFrame, model: str, crop: bool, wd: bool, flip: bool, kind:
     if df.empty:
         return df
     wd_ok = (df["weight_decay"] - DEFAULT_WD).abs() < 1e-12 if wd else ~df["wd"]
-    return df[(df["model"] == model) & (df["crop"] == crop) & wd_ok & (df["flip"] == flip) & (df["rotate"] == rotate)
-              & ~df["dropout"]
+    return df[(df["dataset"] == CIFAR) & (df["model"] == model)
+              & (df["crop"] == crop) & wd_ok & (df["flip"] == flip) & (df["rotate"] == rotate) & ~df["dropout"]
               & (df["kind"] == kind) & ((df["level"] - level).abs() < 1e-9)]
 
 
@@ -110,8 +111,9 @@ def _with_baseline(sel: pd.DataFrame) -> pd.DataFrame:
 
 
 def fig1_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """The runs Fig. 1b/1c draw: the three models, label corruption, no explicit regularizer."""
-    return df[df["model"].isin(FIG1_MODELS) & (df["kind"] == "labels") & no_reg(df)] if len(df) else df
+    """The runs Fig. 1b/1c draw: CIFAR-10, the three models, label corruption, no explicit regularizer."""
+    return (df[(df["dataset"] == CIFAR) & df["model"].isin(FIG1_MODELS) & (df["kind"] == "labels") & no_reg(df)]
+            if len(df) else df)
 
 
 def fig1_frame(df: pd.DataFrame) -> pd.DataFrame:

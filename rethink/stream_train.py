@@ -1,0 +1,214 @@
+"""Training on a streamed data set (`rethink.stream`), on one device or as one rank of a DDP job.
+
+The same protocol as `rethink.train` (SGD or TF's RMSProp, LR decay per period, the stopping rule, checkpoints in
+the same format, the same per-epoch metrics), with what ImageNet needs: batches decoded by DataLoader workers,
+the training set sharded over the ranks by a DistributedSampler reseeded every epoch (`trainer.batch_size` is the
+global batch, split evenly over the ranks), label smoothing and Inception v3's auxiliary loss, and evaluation of
+top-1 and top-5 accuracy. Train accuracy (`train/acc`, `train/top5`) is measured in eval mode on a fixed stratified
+subset of the training set (`dataset.train_eval_size`, 10,000 images for ImageNet: 10 per class, about 0.3 points
+of standard error, for 1/128 of an epoch's cost; a full pass would cost as much as an epoch).
+Evaluation is sharded too (rank r takes every r-th image) and the counts are summed, so the metrics are exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rethink import distributed, optim
+from rethink.corrupt import CorruptedStream
+from rethink.errors import DivergenceError, RethinkError
+from rethink.preprocess import Preprocess, to_unit
+from rethink.progress import (
+    LoopState,
+    StoppingRule,
+    TrainResult,
+    checkpoint_state,
+    restore_checkpoint,
+)
+from rethink.runtime import Runtime, full_precision, resolve_runtime
+from rethink.stream import FolderImages, Views, auto_workers, decode_on_device, loader
+
+log = logging.getLogger("rethink")
+PROGRESS_LINES = 10  # progress lines per epoch (rank 0) when an epoch has enough steps for them
+
+
+def inception_scale(x: Tensor) -> Tensor:
+    """uint8 -> [-1, 1], as TF's Inception preprocessing ((x / 255 - 0.5) * 2)."""
+    return (to_unit(x) - 0.5) * 2.0
+
+
+def logits_and_aux(out) -> tuple[Tensor, Tensor | None]:
+    """The main logits and, for torchvision's Inception v3 in training mode, the auxiliary head's."""
+    if isinstance(out, tuple):
+        return out[0], out[1]
+    return out, None
+
+
+class Batches:
+    """Turns the loader's batches into (model-ready float images, global sample indices) on the device."""
+
+    def __init__(self, data: CorruptedStream, s, rt: Runtime, world: distributed.World) -> None:
+        spec = data.data.spec
+        self.rt, self.world, self.spec = rt, world, spec
+        inception = spec.pipeline == "inception"
+        self.views = Views(spec, random_crop=s.random_crop and inception, flip=s.flip and inception)
+        self.pre = None if inception else Preprocess(spec.crop_size, s.random_crop, s.flip, s.rotate)
+        self.on_device = spec.decode == "device" or (spec.decode == "auto" and rt.on_cuda)
+        self.workers = auto_workers(world.size) if spec.workers == "auto" else int(spec.workers)
+        channels = int(spec.input_shape[0]) if spec.input_shape is not None else 3
+        d = data.data
+        self.train_set = FolderImages(d.root, d.train_files, self.views.train_view, channels, raw=self.on_device)
+        self.train_eval_set = FolderImages(d.root, d.train_files, self.views.eval_view, channels, raw=self.on_device)
+        self.test_set = FolderImages(d.root, d.test_files, self.views.eval_view, channels, raw=self.on_device)
+
+    def ready(self, x, train: bool, gen: torch.Generator | None = None) -> Tensor:
+        """A loader batch -> float images in the model's memory format on the device."""
+        if self.on_device:
+            x = decode_on_device(x, self.views.train_view if train else self.views.eval_view, self.rt.device)
+        x = x.to(self.rt.device, non_blocking=True)
+        if self.pre is None:
+            x = inception_scale(x)
+        else:
+            x = self.pre.train(x, gen) if train else self.pre.test(x)
+        return x.contiguous(memory_format=self.rt.memory_format)
+
+    def shard(self, n: int) -> Tensor:
+        """This rank's share of an evaluation set of `n` items: every `size`-th from `rank`."""
+        return torch.arange(self.world.rank, n, self.world.size)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, batches: Batches, dataset: FolderImages, indices: Tensor, labels: Tensor,
+             true_labels: Tensor, changed: Tensor, eval_batch: int) -> Tensor:
+    """Summed over the ranks: [top-1 hits, top-5 hits, loss sum, count, top-1 hits / count / true-label hits among
+    the changed examples], on `indices` of `dataset` (this rank evaluates its shard of them)."""
+    was = model.training
+    model.eval()
+    counts = torch.zeros(7, dtype=torch.float64, device=labels.device)
+    mine = indices[batches.shard(len(indices))]
+    for x, idx in loader(dataset, mine, eval_batch, batches.workers, rank=batches.world.rank, pin=batches.rt.on_cuda):
+        idx = idx.to(labels.device)
+        y = labels[idx]
+        with batches.rt.autocast():
+            out = full_precision(model(batches.ready(x, train=False)))
+        top = out.topk(min(5, out.shape[1]), dim=1).indices
+        hit1, hit5, c = top[:, 0] == y, (top == y[:, None]).any(1), changed[idx]
+        counts += torch.stack([hit1.sum(), hit5.sum(), F.cross_entropy(out, y, reduction="sum"),
+                               torch.tensor(len(y), device=y.device), (hit1 & c).sum(), c.sum(),
+                               (top[:, 0] == true_labels[idx])[c].sum()]).to(torch.float64)
+    model.train(was)
+    return distributed.all_sum(counts)
+
+
+def epoch_record(epoch: int, step: int, lr: float, running: Tensor, train_c: Tensor, test_c: Tensor, t0: float) -> dict:
+    """The epoch's metrics (the keys `rethink.train` logs, plus top-5) from the summed counts."""
+    loss_sum, hits, seen = running.tolist()
+    tr, te = train_c.tolist(), test_c.tolist()
+    stats = {"epoch": epoch, "step": step, "lr": lr, "train/loss": loss_sum / seen, "train/running_acc": hits / seen,
+             "train/acc": tr[0] / tr[3], "train/top5": tr[1] / tr[3], "train/eval_loss": tr[2] / tr[3],
+             "test/loss": te[2] / te[3], "test/acc": te[0] / te[3], "test/top5": te[1] / te[3],
+             "epoch_time": time.perf_counter() - t0}
+    stats["generalization_gap"] = round(stats["train/acc"] - stats["test/acc"], 12)
+    if tr[5] > 0:
+        stats["train/acc_corrupted"] = tr[4] / tr[5]
+        stats["train/acc_corrupted_true_label"] = tr[6] / tr[5]
+    return stats
+
+
+def train_streamed(model: nn.Module, data: CorruptedStream, s, on_epoch: Callable[[dict], None] | None = None,
+                   on_checkpoint: Callable[[dict], None] | None = None, resume: dict | None = None,
+                   runtime: Runtime | None = None) -> TrainResult:
+    """Train `model` on the streamed `data` under settings `s` (`rethink.train.TrainSettings`); see module doc.
+    Every rank calls it; only rank 0 is given `on_epoch` / `on_checkpoint`."""
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data.distributed import DistributedSampler
+
+    from rethink.train import lr_at, param_groups
+
+    t_start = time.perf_counter()
+    w = distributed.world() if distributed.active() else distributed.World()
+    if s.batch_size % w.size:
+        raise RethinkError(f"trainer.batch_size={s.batch_size} (the global batch) does not split evenly over "
+                           f"trainer.devices={w.size} ranks: use a multiple of {w.size}")
+    rt = runtime if runtime is not None else resolve_runtime(s, model)
+    rt.activate()
+    model = model.to(rt.device, memory_format=rt.memory_format)
+    opt = optim.build_optimizer(s.optimizer, param_groups(model, s.weight_decay, s.weight_decay_on), s.lr, s.momentum,
+                      s.rmsprop_decay, s.rmsprop_eps)
+    gen = torch.Generator(device=rt.device).manual_seed(s.seed + 1)  # device-side augmentation (fixed pipeline)
+    stop = StoppingRule(s.target_train_acc, s.stop_at_target, s.patience)
+    st = restore_checkpoint(resume, model, opt, gen, rt.device, stop) if resume else LoopState(stop)
+    net = DistributedDataParallel(model, device_ids=[rt.device] if rt.on_cuda else None) if w.size > 1 else model
+    b = Batches(data, s, rt, w)
+    labels, true_labels = data.train_y.to(rt.device), data.true_train_y.to(rt.device)
+    changed, test_y = data.changed.to(rt.device), data.test_y.to(rt.device)
+    no_change = torch.zeros(len(test_y), dtype=torch.bool, device=rt.device)
+    sampler = DistributedSampler(b.train_set, num_replicas=w.size, rank=w.rank, shuffle=True, seed=s.seed)
+    per_rank = s.batch_size // w.size
+    steps_per_epoch = math.ceil(len(sampler) / per_rank)
+    period = s.lr_decay_period or (s.lr_decay_epochs or 1) * steps_per_epoch
+    every = max(1, math.ceil(steps_per_epoch / PROGRESS_LINES)) if steps_per_epoch >= 4 * PROGRESS_LINES else 0
+    eval_batch = rt.eval_batch_size // w.size or 1
+    all_train = torch.arange(len(labels))
+    for epoch in range(st.epoch + 1, s.max_epochs + 1):
+        t0 = time.perf_counter()
+        sampler.set_epoch(epoch)
+        worker_seed = torch.Generator().manual_seed(s.seed * 1_000_003 + epoch)
+        net.train()
+        running = torch.zeros(3, dtype=torch.float64, device=rt.device)  # loss sum, hits, images
+        lr = lr_at(st.step, s.lr, s.lr_decay, period)
+        for i, (x, idx) in enumerate(loader(b.train_set, None, per_rank, b.workers, sampler=sampler,
+                                            generator=worker_seed, rank=w.rank, pin=rt.on_cuda)):
+            lr = lr_at(st.step, s.lr, s.lr_decay, period)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            y = labels[idx.to(rt.device)]
+            with rt.autocast():
+                logits, aux = logits_and_aux(net(b.ready(x, train=True, gen=gen)))
+            logits = full_precision(logits)
+            loss = F.cross_entropy(logits, y, label_smoothing=s.label_smoothing)
+            if aux is not None and s.aux_weight:
+                loss = loss + s.aux_weight * F.cross_entropy(full_precision(aux), y, label_smoothing=s.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running += torch.stack([loss.detach().double() * len(y), (logits.detach().argmax(1) == y).sum().double(),
+                                    torch.tensor(float(len(y)), dtype=torch.float64, device=rt.device)])
+            st.step += 1
+            if every and w.main and (i + 1) % every == 0 and i + 1 < steps_per_epoch:
+                done = float(running[2])
+                log.info("epoch %d: %3.0f%% (%d/%d steps) loss %.4f, %.0f images/s on rank 0", epoch,
+                         100 * (i + 1) / steps_per_epoch, i + 1, steps_per_epoch, float(running[0]) / done,
+                         done / (time.perf_counter() - t0))
+        if rt.on_cuda:
+            torch.cuda.synchronize()
+        st.train_time += time.perf_counter() - t0
+        distributed.all_sum(running)
+        distributed.sync_buffers(model)
+        train_c = evaluate(model, b, b.train_eval_set, data.data.train_eval, labels, true_labels, changed, eval_batch)
+        test_c = evaluate(model, b, b.test_set, torch.arange(len(test_y)), test_y, test_y, no_change, eval_batch)
+        if not math.isfinite(float(running[0])):
+            raise DivergenceError(f"training diverged: loss is {float(running[0])} at epoch {epoch} (lr={lr:.4g})")
+        stats = epoch_record(epoch, st.step, lr, running, train_c, test_c, t0)
+        st.result.history.append(stats)
+        st.epoch = epoch
+        reason = st.stop.update(epoch, st.step, stats["train/acc"])
+        if on_epoch:
+            on_epoch(stats)
+        if reason:
+            st.result.stop_reason = reason
+            break
+        if on_checkpoint and s.checkpoint_every and epoch % s.checkpoint_every == 0 and epoch < s.max_epochs:
+            on_checkpoint(checkpoint_state(st, model, opt, gen, rt.device))
+    res = st.result_so_far()
+    res.wall_time = time.perf_counter() - t_start
+    res.train_time = st.train_time
+    res.images_per_s = len(all_train) * res.epochs / max(sum(h["epoch_time"] for h in res.history), 1e-9)
+    return res

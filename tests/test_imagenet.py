@@ -1,0 +1,196 @@
+"""The ImageNet path on a tree this test makes (rethink/stream.py, stream_train.py, distributed.py, optim.py,
+models/inception_v3.py): streamed loading, label corruption by sample index, the Inception v3 pipeline and model,
+TensorFlow's RMSProp, and one job on two ranks (gloo) through the real command: one MLflow run, rank 0's metrics
+only, and a kill + rerun that resumes."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+
+import mlflow
+import pytest
+import torch
+from conftest import cli_cmd, cli_env, composed, make_image_tree, run_cli
+
+from rethink.corrupt import CorruptedStream, Corruption, corrupt_labels
+from rethink.errors import RethinkError
+from rethink.stream import StreamSpec, Views, central_fraction
+
+# A job that trains in seconds on the made tree: 80x80 views, global batch 20 (10 per rank on two ranks).
+SMALL = ["model=inception_v3", "dataset=imagenet", "dataset.image_size=80", "dataset.train_size=null",
+         "dataset.test_size=null", "trainer.batch_size=20", "trainer.lr=0.01", "trainer.stop_at_target=false"]
+
+
+def spec(root, **kw) -> StreamSpec:
+    return StreamSpec(name="imagenet", root=str(root), image_size=80, **kw)
+
+
+def test_a_streamed_tree_is_indexed_not_decoded_and_its_subsets_are_stratified(image_tree):
+    data = spec(image_tree, train_size=50, test_size=20, train_eval_size=30).load()
+    assert data.classes == [f"n{c:08d}" for c in range(10)] and data.num_classes == 10
+    assert len(data.train_files) == 50 and torch.bincount(data.train_y).tolist() == [5] * 10
+    assert len(data.test_files) == 20 and torch.bincount(data.test_y).tolist() == [2] * 10
+    assert torch.bincount(data.train_y[data.train_eval]).tolist() == [3] * 10  # the fixed train-accuracy subset
+    for f, y in zip(data.train_files, data.train_y.tolist(), strict=True):  # a file's label is its folder
+        assert f.decode().split("/")[1] == data.classes[y]
+    assert data.spec.input_shape == (3, 80, 80)
+    again = spec(image_tree, train_size=50, test_size=20, train_eval_size=30).load()  # from the index cache
+    assert (again.train_files == data.train_files).all() and torch.equal(again.train_y, data.train_y)
+
+
+def test_bad_streamed_trees_and_sizes_stop_with_one_line(tmp_path, image_tree):
+    with pytest.raises(RethinkError, match="has no train/ folder"):
+        spec(tmp_path).load()
+    (tmp_path / "train" / "n0").mkdir(parents=True)
+    with pytest.raises(RethinkError, match="has no val/ folder"):
+        spec(tmp_path).load()
+    with pytest.raises(RethinkError, match=r"dataset.train_size=5 is not allowed: .* from 10 \(one per class\) to 200"):
+        spec(image_tree, train_size=5).load()
+    with pytest.raises(RethinkError, match="dataset.num_classes=1000 does not match"):
+        spec(image_tree, num_classes=1000).load()
+    with pytest.raises(RethinkError, match="dataset.decode"):
+        spec(image_tree, decode="gpu")
+
+
+def test_label_corruption_of_a_stream_draws_what_the_in_memory_path_draws_and_pixels_are_refused(image_tree):
+    data = spec(image_tree).load()
+    out = Corruption(kind="labels", level=0.5, seed=3).apply(data)
+    assert isinstance(out, CorruptedStream)
+    expected = corrupt_labels(data.train_y, 0.5, 10, torch.Generator().manual_seed(3))  # the CIFAR path's draws
+    assert torch.equal(out.train_y, expected) and torch.equal(out.changed, expected != data.train_y)
+    assert torch.equal(out.true_train_y, data.train_y) and torch.equal(out.test_y, data.test_y)
+    assert 0.3 < out.changed.float().mean() < 0.6
+    with pytest.raises(RethinkError, match="corruption.kind=random_pixels is not available for a streamed data set"):
+        Corruption(kind="random_pixels", level=1.0).apply(data)
+
+
+def test_the_inception_views_crop_the_centre_for_evaluation_and_draw_crops_for_training():
+    img = torch.arange(3 * 100 * 120, dtype=torch.int64).remainder(256).to(torch.uint8).reshape(3, 100, 120)
+    assert central_fraction(img, 0.875).shape == (3, 88, 105)
+    assert torch.equal(central_fraction(img, 0.5), img[:, 25:75, 30:90])
+    s = StreamSpec(name="imagenet", root="x", image_size=64)
+    views = Views(s, random_crop=True, flip=True)
+    ev = views.eval_view(img)
+    assert ev.shape == (3, 64, 64) and ev.dtype == torch.uint8 and torch.equal(ev, views.eval_view(img))
+    torch.manual_seed(0)
+    crops = [views.train_view(img) for _ in range(4)]
+    assert all(c.shape == (3, 64, 64) for c in crops) and not torch.equal(crops[0], crops[1])
+    assert torch.equal(Views(s).train_view(img), ev)  # no augmentation: training sees the evaluation view
+
+
+def test_tf_rmsprop_is_tensorflows_update_not_torchs():
+    from rethink.optim import TFRMSprop
+
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(5, dtype=torch.float64))
+    opt = TFRMSprop([{"params": [p], "weight_decay": 0.01}], lr=0.1, decay=0.9, momentum=0.9, eps=1.0)
+    w, ms, mom = p.detach().clone(), torch.ones(5, dtype=torch.float64), torch.zeros(5, dtype=torch.float64)
+    for step in range(4):
+        g = torch.randn(5, dtype=torch.float64)
+        p.grad = g.clone()
+        opt.step()
+        g = g + 0.01 * w  # TF: the L2 loss's gradient joins the gradient
+        ms = 0.9 * ms + 0.1 * g * g  # ApplyRMSProp: the mean square starts at 1, epsilon inside the root
+        mom = 0.9 * mom + 0.1 * g / torch.sqrt(ms + 1.0)
+        w = w - mom
+        assert torch.allclose(p.detach(), w, atol=1e-12), step
+    torch_opt_p = torch.nn.Parameter(torch.zeros(5))
+    torch_opt_p.grad = torch.ones(5)
+    torch.optim.RMSprop([torch_opt_p], lr=0.1, alpha=0.9, eps=1.0, momentum=0.9).step()
+    tf_p = torch.nn.Parameter(torch.zeros(5))
+    tf_p.grad = torch.ones(5)
+    TFRMSprop([tf_p], lr=0.1).step()
+    assert not torch.allclose(torch_opt_p, tf_p)  # torch's RMSprop is another optimizer
+
+
+def test_inception_v3_is_torchvisions_with_the_aux_head_where_the_input_allows_it():
+    from torchvision.models.inception import InceptionOutputs
+
+    from rethink.models import count_params
+    from rethink.models.inception_v3 import build
+
+    small = build(10, [3, 80, 80], aux_logits="auto", dropout=0.2)
+    assert small.AuxLogits is None and count_params(small) == 21_806_058 and small.dropout.p == 0.2
+    big = build(1000, [3, 299, 299], aux_logits="auto")
+    assert big.AuxLogits is not None and count_params(big) == 27_161_264
+    big.train()
+    assert isinstance(big(torch.zeros(2, 3, 299, 299)), InceptionOutputs)
+    with pytest.raises(RethinkError, match="aux_logits=true needs a larger input than 80x80"):
+        build(10, [3, 80, 80], aux_logits=True)
+
+
+def test_the_imagenet_config_composes_the_inception_v3_recipe():
+    cfg = composed("model=inception_v3", "dataset=imagenet", "scale=paper")
+    t = cfg.trainer
+    assert (t.optimizer, t.lr, t.lr_decay, t.lr_decay_epochs, t.lr_decay_period) == ("rmsprop_tf", 0.1, 0.16, 30, None)
+    assert (t.batch_size, t.label_smoothing, t.aux_weight, t.max_epochs) == (256, 0.1, 0.4, 100)
+    assert cfg.dataset.image_size == 299 and cfg.dataset.train_size is None
+    cifar = composed()  # the CIFAR defaults are untouched by the recipe's keys
+    assert (cifar.trainer.optimizer, cifar.trainer.batch_size, cifar.trainer.lr_decay, cifar.trainer.label_smoothing) \
+        == ("sgd", 128, 0.95, 0.0)
+
+
+def test_a_streamed_imagefolder_trains_with_the_in_memory_preprocessing(tmp_path, data_root):
+    tree = make_image_tree(tmp_path / "tree", classes=3, train=8, val=4, sizes=(32, 32), test_dir="test")
+    args = ["dataset=imagefolder", f"dataset.root={tree}", "dataset.stream=true", "dataset.crop_size=28",
+            "dataset.train_size=null", "dataset.test_size=null", "trainer.max_epochs=2", "trainer.batch_size=8"]
+    res = run_cli(args, tmp_path, data_root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (run,) = job_runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    assert run.info.status == "FINISHED" and run.data.params["dataset.stream"] == "True"
+    assert run.data.params["num_params"] == str(28 * 28 * 3 * 512 + 512 + 512 * 3 + 3)  # MLP 1x512 on 3x28x28 crops
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def job_runs(uri: str) -> list:
+    c = mlflow.MlflowClient(uri)
+    exp = c.get_experiment_by_name("rethink")
+    return c.search_runs([exp.experiment_id]) if exp else []
+
+
+@pytest.mark.slow
+def test_one_job_on_two_ranks_logs_one_run_from_rank_0_and_a_killed_job_resumes(tmp_path, image_tree, data_root):
+    uri, epochs = f"sqlite:///{tmp_path}/mlruns/mlflow.db", 4
+    args = [*SMALL, f"dataset.root={image_tree}", "trainer.devices=2", f"trainer.max_epochs={epochs}",
+            "trainer.checkpoint_every=1"]
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(cli_cmd(args, tmp_path, uri), cwd=tmp_path, env=cli_env(data_root), stdout=log,
+                            stderr=subprocess.STDOUT)
+    ckpts = tmp_path / "mlruns" / "checkpoints"
+    deadline = time.monotonic() + 240
+    while not list(ckpts.glob("*.pt")):  # rank 0 has written the checkpoint after epoch 1
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # rank 0 dies at once: its run stays RUNNING, rank 1 must end itself
+    proc.wait(timeout=30)
+    log.close()
+    first = (tmp_path / "first.log").read_text()
+    assert "rank 1 of 2 (gloo backend) joined" in first and "rank 0 of 2 (gloo backend) joined" in first, first[-3000:]
+    rank1 = int(re.search(r"started ranks 1-1 \(pids (\d+)\)", first).group(1))
+    deadline = time.monotonic() + 30
+    while alive(rank1):  # its watchdog ends it within a second or two of rank 0's death
+        assert time.monotonic() < deadline, "rank 1 outlived rank 0"
+        time.sleep(0.2)
+    res = run_cli(args, tmp_path, data_root, uri=uri, timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert "resuming run" in out and "rank 1: trained" in out
+    (run,) = job_runs(uri)  # one run for the job, made by rank 0 alone
+    assert run.info.status == "FINISHED" and run.data.tags["devices"] == "2" and run.data.tags["resumes"] == "1"
+    c = mlflow.MlflowClient(uri)
+    for key in ("train/acc", "train/top5", "test/acc", "test/top5", "train/loss", "lr"):
+        steps = [m.step for m in c.get_metric_history(run.info.run_id, key)]
+        assert steps == [10 * e for e in range(1, epochs + 1)], (key, steps)  # 200 images / 20 per step, once each
+    m = run.data.metrics
+    assert m["epochs"] == epochs and 0 <= m["test/top5"] <= 1 and m["test/top5"] >= m["test/acc"]
+    assert run.data.params["trainer.optimizer"] == "rmsprop_tf" and "trainer.devices" not in run.data.params
