@@ -8,10 +8,12 @@ PORT    ?= 5000
 WORKERS ?= 1
 SCALE   ?= paper
 REPORTS ?= reports
+IMAGENET ?= $(DATA)/imagenet
+DEVICES ?= 1
 RUN      = $(PY) -m rethink
 
 .DEFAULT_GOAL := help
-.PHONY: help install data run test test-fast bench lint ui server clean table1 table4 fig1 fig2 paper paper-cpu report
+.PHONY: help install data run test test-fast bench lint ui server clean table1 table4 fig1 fig2 imagenet paper paper-cpu report
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,6 +54,10 @@ fig1: install data ## Figure 1a + 1b/1c presets (SCALE=paper|cpu)
 
 fig2: install data ## Figure 2b preset: Inception with/without BatchNorm (SCALE=paper|cpu)
 	$(RUN) experiment=fig2b scale=$(SCALE)
+
+imagenet: install ## Table 2 + Fig. 2a: Inception v3 on ImageNet (IMAGENET=<folder with train/ val/>, DEVICES=<GPUs per job>, SCALE)
+	$(RUN) experiment=table2 scale=$(SCALE) dataset.root=$(IMAGENET) trainer.devices=$(DEVICES)
+	$(RUN) experiment=fig2a scale=$(SCALE) dataset.root=$(IMAGENET) trainer.devices=$(DEVICES)
 
 report: install ## tables + figures from the MLflow store into $(REPORTS)/$(SCALE)/
 	$(PY) -m rethink.report --scale $(SCALE) --out $(REPORTS)/$(SCALE)

@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -74,9 +75,25 @@ def auto_k(cfg: DictConfig) -> int:
     return max(1, min(MAX_PACK, int(0.8 * free // per_member)))
 
 
-def plan(configs: list[DictConfig], k: int | str = "auto") -> list[list[int]]:
+def already_finished(cfg: DictConfig) -> bool:
+    """Whether an identical job already FINISHED in the job's store, so it will be skipped (`rerun=false`):
+    such a job is planned alone, and packs are made of the jobs that will train."""
+    if cfg.get("rerun") or pack_key(cfg) is None:
+        return False
+    from rethink import lifecycle, track
+
+    uri = track.tracking_uri(cfg)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return False  # a new store: nothing has finished
+    experiment = track.client(uri).get_experiment_by_name(str(cfg.mlflow.experiment))
+    return experiment is not None and lifecycle.find_finished(uri, experiment.experiment_id, job_identity(cfg)) is not None
+
+
+def plan(configs: list[DictConfig], k: int | str = "auto",
+         finished: Callable[[DictConfig], bool] | None = None) -> list[list[int]]:
     """The packs of a sweep, as lists of indices into `configs` in job order: compatible jobs (`pack_key`)
-    in groups of at most `k` (an integer >= 1, or auto: `auto_k`); every other job alone."""
+    in groups of at most `k` (an integer >= 1, or auto: `auto_k`); every other job alone, and so is a job
+    `finished` says already FINISHED (it is skipped: a pack planned with it would train one member fewer)."""
     if k != "auto" and not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
         raise RethinkError(f"hydra.launcher.k={k!r} is not allowed: use auto or an integer >= 1")
     groups: dict[str, list[int]] = {}
@@ -85,8 +102,8 @@ def plan(configs: list[DictConfig], k: int | str = "auto") -> list[list[int]]:
     for i, cfg in enumerate(configs):
         key = pack_key(cfg)
         ident = job_identity(cfg) if key is not None else None
-        if key is None or ident in seen:  # a repeat of an earlier job runs alone, after it: then it is skipped
-            packs.append([i])
+        if key is None or ident in seen or (finished is not None and finished(cfg)):
+            packs.append([i])  # a repeat of an earlier job runs alone, after it, and is skipped; so is a FINISHED one
         else:
             seen.add(ident)
             groups.setdefault(key, []).append(i)

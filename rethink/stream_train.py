@@ -155,7 +155,7 @@ def train_streamed(model: nn.Module, data: CorruptedStream, s, on_epoch: Callabl
     steps_per_epoch = math.ceil(len(sampler) / per_rank)
     period = s.lr_decay_period or (s.lr_decay_epochs or 1) * steps_per_epoch
     every = max(1, math.ceil(steps_per_epoch / PROGRESS_LINES)) if steps_per_epoch >= 4 * PROGRESS_LINES else 0
-    eval_batch = rt.eval_batch_size // w.size or 1
+    eval_batch = max(1, min(rt.eval_batch_size, 2 * per_rank))  # full-size images: about the training batch's memory
     all_train = torch.arange(len(labels))
     for epoch in range(st.epoch + 1, s.max_epochs + 1):
         t0 = time.perf_counter()
@@ -197,6 +197,8 @@ def train_streamed(model: nn.Module, data: CorruptedStream, s, on_epoch: Callabl
         if not math.isfinite(float(running[0])):
             raise DivergenceError(f"training diverged: loss is {float(running[0])} at epoch {epoch} (lr={lr:.4g})")
         stats = epoch_record(epoch, st.step, lr, running, train_c, test_c, t0)
+        for key in ("acc", "top5"):  # the best test accuracy so far (Table 2's parentheses), a resumed run's included
+            stats[f"test/best_{key}"] = max([h[f"test/{key}"] for h in st.result.history] + [stats[f"test/{key}"]])
         st.result.history.append(stats)
         st.epoch = epoch
         reason = st.stop.update(epoch, st.step, stats["train/acc"])

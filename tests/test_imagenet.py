@@ -20,8 +20,8 @@ from rethink.errors import RethinkError
 from rethink.stream import StreamSpec, Views, central_fraction
 
 # A job that trains in seconds on the made tree: 80x80 views, global batch 20 (10 per rank on two ranks).
-SMALL = ["model=inception_v3", "dataset=imagenet", "dataset.image_size=80", "dataset.train_size=null",
-         "dataset.test_size=null", "trainer.batch_size=20", "trainer.lr=0.01", "trainer.stop_at_target=false"]
+SMALL = ["model=inception_v3", "dataset=imagenet", "dataset.image_size=80", "dataset.train_size=60",
+         "dataset.test_size=20", "trainer.batch_size=20", "trainer.lr=0.01", "trainer.stop_at_target=false"]
 
 
 def spec(root, **kw) -> StreamSpec:
@@ -188,9 +188,55 @@ def test_one_job_on_two_ranks_logs_one_run_from_rank_0_and_a_killed_job_resumes(
     (run,) = job_runs(uri)  # one run for the job, made by rank 0 alone
     assert run.info.status == "FINISHED" and run.data.tags["devices"] == "2" and run.data.tags["resumes"] == "1"
     c = mlflow.MlflowClient(uri)
-    for key in ("train/acc", "train/top5", "test/acc", "test/top5", "train/loss", "lr"):
+    for key in ("train/acc", "train/top5", "test/acc", "test/top5", "test/best_acc", "train/loss", "lr"):
         steps = [m.step for m in c.get_metric_history(run.info.run_id, key)]
-        assert steps == [10 * e for e in range(1, epochs + 1)], (key, steps)  # 200 images / 20 per step, once each
+        assert steps == [3 * e for e in range(1, epochs + 1)], (key, steps)  # 60 images / 20 per step, once each
     m = run.data.metrics
+    tests = [p.value for p in c.get_metric_history(run.info.run_id, "test/acc")]
+    bests = [p.value for p in c.get_metric_history(run.info.run_id, "test/best_acc")]
+    assert bests == [max(tests[: i + 1]) for i in range(epochs)] and m["best_test_acc"] == max(tests)
     assert m["epochs"] == epochs and 0 <= m["test/top5"] <= 1 and m["test/top5"] >= m["test/acc"]
     assert run.data.params["trainer.optimizer"] == "rmsprop_tf" and "trainer.devices" not in run.data.params
+
+
+@pytest.mark.slow
+def test_a_submitit_job_of_two_tasks_is_one_ddp_job(tmp_path, image_tree, data_root):
+    """The SLURM path's mechanism, run locally: submitit starts 2 tasks of one job, each a rank
+    (TorchDistributedEnvironment); rank 0 logs the run."""
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    args = ["-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=10",
+            *SMALL, f"dataset.root={image_tree}", "trainer.devices=2", "trainer.max_epochs=1",
+            f"hydra.sweep.dir={tmp_path}/sweep"]
+    res = run_cli(args, tmp_path, data_root, uri=uri, timeout=300)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    logs = {p.name: p.read_text() for p in (tmp_path / "sweep" / ".submitit").rglob("*_log.*")}
+    task1 = "".join(t for name, t in logs.items() if "_1_log" in name)
+    assert "global_rank=1(2)" in task1 and "rank 1 of 2 (gloo backend) joined" in task1 and "rank 1: trained 1" in task1
+    (run,) = [r for r in job_runs(uri) if r.data.tags.get("kind") != "sweep"]
+    assert run.info.status == "FINISHED" and run.data.tags["devices"] == "2" and run.data.metrics["steps"] == 3
+
+
+def test_an_imagefolder_streams_when_its_decoded_images_would_not_fit(tmp_path, monkeypatch):
+    from rethink import data
+
+    tree = make_image_tree(tmp_path / "tree", classes=2, train=3, val=2, sizes=(32, 32), test_dir="test")
+    assert isinstance(data.imagefolder_spec(name="imagefolder", root=str(tree)), data.DatasetSpec)  # 4 KiB: memory
+    monkeypatch.setattr(data, "STREAM_FRACTION", 1e-9)  # as if this machine had a few bytes of memory
+    streamed = data.imagefolder_spec(name="imagefolder", root=str(tree), crop_size=28)
+    assert isinstance(streamed, StreamSpec) and streamed.pipeline == "fixed" and streamed.test_dir == "test"
+    assert streamed.load().spec.input_shape == (3, 28, 28)
+    assert isinstance(data.imagefolder_spec(stream=False, name="imagefolder", root=str(tree)), data.DatasetSpec)
+
+
+def test_jpegs_decoded_on_the_device_match_the_workers_decoding(image_tree):
+    """dataset.decode=device (nvJPEG on CUDA) runs here on the CPU: the same images as the workers' path."""
+    from rethink.stream import FolderImages, collate_raw, decode_on_device
+
+    data = spec(image_tree, train_size=10).load()
+    view = Views(data.spec).eval_view
+    decoded = FolderImages(data.root, data.train_files, view)
+    raw = FolderImages(data.root, data.train_files, view, raw=True)
+    blobs, idx = collate_raw([raw[i] for i in range(4)])
+    assert idx.tolist() == [0, 1, 2, 3]
+    on_device = decode_on_device(blobs, view, torch.device("cpu"))
+    assert torch.equal(on_device, torch.stack([decoded[i][0] for i in range(4)]))

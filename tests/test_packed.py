@@ -125,6 +125,8 @@ def test_plan_groups_compatible_jobs_in_job_order():
     # the first (and is skipped then), never in the same pack, where its lock would find the first still running.
     assert packing.plan([jobs[0], jobs[1], composed("model=mlp_1x512", "corruption=labels", "corruption.level=0",
                                                     "rerun=false")], 3) == [[0, 1], [2]]
+    # Jobs already FINISHED are skipped: packs are made of the others (not [0, 1] + [2, 4] with 0 and 1 skipped).
+    assert packing.plan(jobs, 2, finished=lambda c: c is jobs[0] or c is jobs[1]) == [[0], [1], [2, 4], [3], [5], [6]]
     with pytest.raises(RethinkError, match="hydra.launcher.k=0"):
         packing.plan(jobs, 0)
 
@@ -157,6 +159,12 @@ def test_packed_sweep_keeps_one_run_per_job_like_solo(tmp_path, data_root):
     again = run_cli(["-m", "hydra/launcher=packed", "hydra.launcher.k=3", "corruption=0,1.0", "seed=0,1", *common],
                     tmp_path / "packed", data_root)
     assert again.returncode == 0 and again.stdout.count("skip: an identical job") == 4
+    assert "Launching 4 jobs in 4 pack(s) of up to 3" in again.stdout and "4 already FINISHED" in again.stdout
+    # A sweep that adds jobs packs only the new ones, whatever their place in the sweep.
+    more = run_cli(["-m", "hydra/launcher=packed", "hydra.launcher.k=3", "corruption=0,0.5,1.0", "seed=0,1", *common],
+                   tmp_path / "packed", data_root)
+    assert more.returncode == 0 and "Launching 6 jobs in 5 pack(s) of up to 3" in more.stdout, more.stdout[-3000:]
+    assert "training a pack of 2 member(s)" in more.stdout
 
 
 def pd_isna(v) -> bool:

@@ -1,7 +1,9 @@
 """`hydra/launcher=packed`: a sweep's compatible training jobs trained in packs of up to `k`, each pack in
 this process as one stacked model (`rethink.packing`, `rethink.packed_train`); every job keeps its own
-MLflow run, skip and resume. Jobs that cannot be packed (theory tasks, `trainer.compile=true`, a pack
-of one) run one after the other as Hydra's basic launcher runs them.
+MLflow run, skip and resume. Packs are made of the jobs that will train: one whose identical run already
+FINISHED in the store is planned alone (and skipped). Jobs that cannot be packed (theory tasks,
+`trainer.compile=true`, streamed data sets, a pack of one) run one after the other as Hydra's basic launcher runs
+them.
 
 (No `from __future__ import annotations` here: Hydra executes plugin modules outside sys.modules, where a
 dataclass with string annotations cannot resolve its module.)
@@ -70,9 +72,11 @@ class PackedLauncher(Launcher):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
             configs.append(sweep_config)
-        packs = packing.plan(configs, self.k)
-        log.info("Launching %d jobs in %d pack(s) of up to %s: %s", len(configs), len(packs), self.k,
-                 " | ".join(",".join(f"#{configs[i].hydra.job.num}" for i in p) for p in packs))
+        done = {i for i, c in enumerate(configs) if packing.already_finished(c)}  # skipped: in no pack
+        packs = packing.plan(configs, self.k, finished=lambda c: configs.index(c) in done)
+        log.info("Launching %d jobs in %d pack(s) of up to %s: %s%s", len(configs), len(packs), self.k,
+                 " | ".join(",".join(f"#{configs[i].hydra.job.num}" for i in p) for p in packs),
+                 f" ({len(done)} already FINISHED, each alone: skipped)" if done else "")
         returns: list[Optional[JobReturn]] = [None] * len(configs)
         for members in packs:
             for i in members:
