@@ -148,7 +148,7 @@ def fig2a(df: pd.DataFrame, uri: str) -> plt.Figure | None:
     legend_proxy(ax, "s", "shaded: cumulative best test", alpha=0.3, ls="none")
     drawn = pd.concat([runs for *_, runs in curves])
     ax.set_title(figure_title("Fig. 2a: Inception v3 on ImageNet, top-1 accuracy", drawn), fontsize=9.5)
-    ax.set(xlabel="thousands of SGD steps", ylabel="top-1 accuracy (%)", ylim=(0, 100))
+    ax.set(xlabel="thousands of training steps", ylabel="top-1 accuracy (%)", ylim=(0, 100))
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7.5, loc="best")
