@@ -154,7 +154,7 @@ def test_table2_and_fig2a_from_known_runs(stores, tmp_path):
     assert list(lines["test (no regularizer)"].get_ydata()) == pytest.approx([55, 64, 60])  # seed 0, in %
     assert list(lines["train (no regularizer)"].get_xdata()) == [1, 2, 3]  # thousands of steps
     assert lines["test (no regularizer)"].get_linestyle() == "--" and lines["train (no regularizer)"].get_linestyle() == "-"
-    assert ax.get_xlabel() == "thousands of SGD steps" and "scale=cpu" in ax.get_title()
+    assert ax.get_xlabel() == "thousands of training steps" and "scale=cpu" in ax.get_title()
     plots.close(fig)
 
 
