@@ -128,6 +128,11 @@ def test_the_imagenet_config_composes_the_inception_v3_recipe():
     assert (t.optimizer, t.lr, t.lr_decay, t.lr_decay_epochs, t.lr_decay_period) == ("rmsprop_tf", 0.1, 0.16, 30, None)
     assert (t.batch_size, t.label_smoothing, t.aux_weight, t.max_epochs) == (256, 0.1, 0.4, 100)
     assert cfg.dataset.image_size == 299 and cfg.dataset.train_size is None
+    preset = composed("experiment=table2", "dataset.image_size=80", "dataset.root=/x")  # ImageNet keys at the top level
+    assert preset.dataset.name == "imagenet" and preset.dataset.image_size == 80 and preset.model.name == "inception_v3"
+    row = composed("row=t2_aug_dropout_wd")
+    assert (row.regularizer.random_crop, row.regularizer.flip, row.regularizer.weight_decay, row.regularizer.dropout) \
+        == (True, True, 4e-5, 0.2)
     cifar = composed()  # the CIFAR defaults are untouched by the recipe's keys
     assert (cifar.trainer.optimizer, cifar.trainer.batch_size, cifar.trainer.lr_decay, cifar.trainer.label_smoothing) \
         == ("sgd", 128, 0.95, 0.0)
