@@ -68,6 +68,10 @@ class Group:
 
     def start(self, devices: int, cfg_container: dict, cuda: bool) -> None:
         """Join (or, when alone, create) a group of `devices` ranks and initialize torch.distributed."""
+        outside = int(os.environ.get("WORLD_SIZE", 0)) or submitit_task_count()  # ranks a launcher started
+        if devices == 1 and outside > 1:
+            raise RethinkError(f"this job was started as {outside} processes (torchrun or submitit tasks) but "
+                               f"trainer.devices=1: set trainer.devices={outside}, or start one process")
         if devices == 1:
             return
         if "WORLD_SIZE" not in os.environ and not submitit_tasks():
@@ -187,15 +191,21 @@ def sync_buffers(model: torch.nn.Module) -> None:
             dist.broadcast(b, src=0)
 
 
+def submitit_task_count() -> int:
+    """The number of tasks of the submitit job this process is one of (0 outside submitit)."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return 0
+    from submitit import JobEnvironment
+
+    return JobEnvironment().num_tasks
+
+
 def submitit_tasks() -> bool:
     """Inside a submitit job of several tasks: export its torch.distributed environment; True if it did."""
-    if not os.environ.get("SUBMITIT_EXECUTOR"):
+    if submitit_task_count() <= 1:
         return False
-    from submitit import JobEnvironment
     from submitit.helpers import TorchDistributedEnvironment
 
-    if JobEnvironment().num_tasks <= 1:
-        return False
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     return True
 

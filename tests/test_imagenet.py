@@ -245,3 +245,14 @@ def test_jpegs_decoded_on_the_device_match_the_workers_decoding(image_tree):
     assert idx.tolist() == [0, 1, 2, 3]
     on_device = decode_on_device(blobs, view, torch.device("cpu"))
     assert torch.equal(on_device, torch.stack([decoded[i][0] for i in range(4)]))
+
+
+def test_a_job_started_as_several_processes_must_say_so(monkeypatch):
+    from rethink.distributed import Group
+
+    monkeypatch.setenv("WORLD_SIZE", "4")  # e.g. torchrun --nproc-per-node=4 with trainer.devices left at 1
+    with pytest.raises(RethinkError, match="started as 4 processes .* set trainer.devices=4"):
+        Group().start(1, {}, cuda=False)
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(RethinkError, match="trainer.devices=2 but the job has 4 ranks"):
+        Group().start(2, {}, cuda=False)
