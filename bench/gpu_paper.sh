@@ -15,6 +15,7 @@ set -u
 OUT=${OUT:-/tmp/gpu-out}
 SCALE=${SCALE:-paper}
 K=${K:-auto}
+PROCESSES=${PROCESSES:-auto}   # packs trained at once (hydra.launcher.processes)
 PRESETS=${PRESETS:-table1 fig1bc table4 fig1a fig2b}
 PRESET_CAP=${PRESET_CAP:-590}  # seconds per preset: a slow one cannot starve the rest of a lease
 EXTRA=${EXTRA:-}
@@ -40,7 +41,7 @@ for preset in $PRESETS; do
   echo "=== $preset (cap ${PRESET_CAP}s)" | tee -a "$OUT/log.txt"
   # shellcheck disable=SC2086  # EXTRA is a list of overrides
   timeout "$PRESET_CAP" python3 -m rethink experiment="$preset" scale="$SCALE" hydra/launcher=packed \
-    hydra.launcher.k="$K" mlflow.tracking_uri="$store" hydra.sweep.dir="/tmp/multirun/$preset" \
+    hydra.launcher.k="$K" hydra.launcher.processes="$PROCESSES" mlflow.tracking_uri="$store" hydra.sweep.dir="/tmp/multirun/$preset" \
     paths.checkpoints=/tmp/checkpoints $EXTRA \
     >> "$OUT/log.txt" 2>&1
   echo "$preset rc=$? $(( $(date +%s) - t0 )) s" | tee -a "$OUT/wall.txt"

@@ -113,6 +113,36 @@ def plan(configs: list[DictConfig], k: int | str = "auto",
     return sorted(packs, key=lambda p: p[0])
 
 
+def auto_processes(cfg: DictConfig) -> int:
+    """Packs trained at once (each in its own process) for processes=auto: 1 on a CPU (its cores are the
+    limit), 2 on a GPU (a guess that bench/gpu_paper.sh is there to measure: one job left an H200 mostly idle)."""
+    from rethink.runtime import resolve_device
+
+    return 2 if resolve_device(str(cfg.trainer.device)).type == "cuda" else 1
+
+
+def run_pack(configs: list[DictConfig], run_one: Callable[[DictConfig], Any]) -> list[Any]:
+    """One planned pack: a single job as it is, several as a `Pack`; each job's return value or exception."""
+    if len(configs) == 1:
+        try:
+            return [run_one(configs[0])]
+        except Exception as e:  # noqa: BLE001 - the launcher reports it as the job's failure
+            return [e]
+    return Pack().run([lambda c=c: run_one(c) for c in configs], [f"#{c.hydra.job.num}" for c in configs])
+
+
+def execute_pack(configs: list[DictConfig], hydra_context: Any, task_function: Any, singleton_state: dict) -> list[Any]:
+    """In a worker process of the packed launcher (processes > 1): one planned pack, run as in the launcher's own
+    process (Hydra's global state restored first, as the joblib launcher does)."""
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import run_job, setup_globals
+
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    return run_pack(configs, lambda c: run_job(hydra_context=hydra_context, task_function=task_function, config=c,
+                                               job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+
+
 def current() -> Pack | None:
     """The pack the calling job's thread belongs to (None: a solo job)."""
     return getattr(_local, "pack", None)

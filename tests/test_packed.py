@@ -160,11 +160,17 @@ def test_packed_sweep_keeps_one_run_per_job_like_solo(tmp_path, data_root):
                     tmp_path / "packed", data_root)
     assert again.returncode == 0 and again.stdout.count("skip: an identical job") == 4
     assert "Launching 4 jobs in 4 pack(s) of up to 3" in again.stdout and "4 already FINISHED" in again.stdout
-    # A sweep that adds jobs packs only the new ones, whatever their place in the sweep.
-    more = run_cli(["-m", "hydra/launcher=packed", "hydra.launcher.k=3", "corruption=0,0.5,1.0", "seed=0,1", *common],
-                   tmp_path / "packed", data_root)
+    # A sweep that adds jobs packs only the new ones, whatever their place in the sweep; with processes=2 the
+    # packs run two at a time, each in a worker process.
+    more = run_cli(["-m", "hydra/launcher=packed", "hydra.launcher.k=3", "hydra.launcher.processes=2",
+                    "corruption=0,0.5,1.0", "seed=0,1", *common], tmp_path / "packed", data_root)
     assert more.returncode == 0 and "Launching 6 jobs in 5 pack(s) of up to 3" in more.stdout, more.stdout[-3000:]
-    assert "training a pack of 2 member(s)" in more.stdout
+    assert "Training up to 2 packs at once" in more.stdout and "training a pack of 2 member(s)" in more.stdout
+    assert more.stdout.count("skip: an identical job") == 4
+    runs = search_runs(tmp_path / "packed")
+    assert len(runs) == 6 and set(runs["status"]) == {"FINISHED"}
+    new = runs[runs["params.corruption.level"] == "0.5"]
+    assert len(new) == 2 and set(new["tags.packed_with"]) == set(new["run_id"][::-1])  # the new pair named each other
 
 
 def pd_isna(v) -> bool:

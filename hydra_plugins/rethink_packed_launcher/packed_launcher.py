@@ -36,6 +36,9 @@ class PackedLauncherConf:
     _target_: str = "hydra_plugins.rethink_packed_launcher.packed_launcher.PackedLauncher"
     # members per pack: auto (rethink.packing.auto_k: from the device and its free memory) or a number
     k: Any = "auto"
+    # packs trained at once, each in its own worker process (joblib's loky): auto (rethink.packing.auto_processes:
+    # 1 on a CPU, 2 on a GPU) or a number
+    processes: Any = "auto"
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="packed", node=PackedLauncherConf, provider="rethink")
@@ -44,8 +47,8 @@ ConfigStore.instance().store(group="hydra/launcher", name="packed", node=PackedL
 class PackedLauncher(Launcher):
     """Compose every job of the sweep, group the compatible ones into packs, run each pack as one."""
 
-    def __init__(self, k: Any = "auto") -> None:
-        self.k = k
+    def __init__(self, k: Any = "auto", processes: Any = "auto") -> None:
+        self.k, self.processes = k, processes
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
@@ -77,18 +80,29 @@ class PackedLauncher(Launcher):
         log.info("Launching %d jobs in %d pack(s) of up to %s: %s%s", len(configs), len(packs), self.k,
                  " | ".join(",".join(f"#{configs[i].hydra.job.num}" for i in p) for p in packs),
                  f" ({len(done)} already FINISHED, each alone: skipped)" if done else "")
-        returns: list[Optional[JobReturn]] = [None] * len(configs)
+        processes = packing.auto_processes(configs[0]) if self.processes == "auto" else self.processes
+        if not (isinstance(processes, int) and not isinstance(processes, bool) and processes >= 1):
+            from rethink.errors import RethinkError
+
+            raise RethinkError(f"hydra.launcher.processes={processes!r} is not allowed: use auto or an integer >= 1")
         for members in packs:
             for i in members:
                 log.info("\t#%d : %s", configs[i].hydra.job.num, " ".join(filter_overrides(job_overrides[i])))
-            if len(members) == 1:
-                returns[members[0]] = self._job(configs[members[0]])
-                continue
-            results = packing.Pack().run([lambda c=configs[i]: self._job(c) for i in members],
-                                         [f"#{configs[i].hydra.job.num}" for i in members])
-            for i, res in zip(members, results, strict=True):
+        if processes == 1 or len(packs) == 1:
+            results = [packing.run_pack([configs[i] for i in members], self._job) for members in packs]
+        else:  # several packs at once, each in a worker process, as the joblib launcher runs jobs
+            from hydra.core.singleton import Singleton
+            from joblib import Parallel, delayed
+
+            log.info("Training up to %d packs at once, each in its own process", processes)
+            state = Singleton.get_state()
+            results = Parallel(n_jobs=processes, backend="loky")(
+                delayed(packing.execute_pack)([configs[i] for i in members], self.hydra_context, self.task_function,
+                                              state) for members in packs)
+        returns: list[Optional[JobReturn]] = [None] * len(configs)
+        for members, outcome in zip(packs, results, strict=True):
+            for i, res in zip(members, outcome, strict=True):
                 if isinstance(res, BaseException):  # outside the task function (Hydra's own code): a failed job
-                    ret = JobReturn(overrides=list(job_overrides[i]), return_value=res, status=JobStatus.FAILED)
-                    res = ret
+                    res = JobReturn(overrides=list(job_overrides[i]), return_value=res, status=JobStatus.FAILED)
                 returns[i] = res
         return [r for r in returns if r is not None]
