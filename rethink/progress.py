@@ -9,6 +9,8 @@ files earlier versions wrote, so those still resume).
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -75,6 +77,25 @@ class LoopState:
     epoch: int = 0  # the last finished epoch
     step: int = 0
     train_time: float = 0.0
+
+    def close_epoch(self, epoch: int, stats: dict, on_epoch: Callable[[dict], None] | None) -> bool:
+        """Record epoch `epoch`'s statistics, hand them to `on_epoch`, and apply the stopping rule: True to stop."""
+        self.result.history.append(stats)
+        self.epoch = epoch
+        reason = self.stop.update(epoch, self.step, stats["train/acc"])
+        if on_epoch:
+            on_epoch(stats)
+        if reason:
+            self.result.stop_reason = reason
+        return reason is not None
+
+    def finish(self, started: float, images: int) -> TrainResult:
+        """The result of the training that began at `started` (perf_counter) on `images` training images."""
+        res = self.result_so_far()
+        res.wall_time = time.perf_counter() - started
+        res.train_time = self.train_time
+        res.images_per_s = images * res.epochs / max(sum(h["epoch_time"] for h in res.history), 1e-9)
+        return res
 
     def result_so_far(self) -> TrainResult:
         """`result` with the counters and the stopping rule's records filled in."""

@@ -156,7 +156,6 @@ def train_streamed(model: nn.Module, data: CorruptedStream, s, on_epoch: Callabl
     period = s.lr_decay_period or (s.lr_decay_epochs or 1) * steps_per_epoch
     every = max(1, math.ceil(steps_per_epoch / PROGRESS_LINES)) if steps_per_epoch >= 4 * PROGRESS_LINES else 0
     eval_batch = max(1, min(rt.eval_batch_size, 2 * per_rank))  # full-size images: about the training batch's memory
-    all_train = torch.arange(len(labels))
     for epoch in range(st.epoch + 1, s.max_epochs + 1):
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
@@ -199,18 +198,8 @@ def train_streamed(model: nn.Module, data: CorruptedStream, s, on_epoch: Callabl
         stats = epoch_record(epoch, st.step, lr, running, train_c, test_c, t0)
         for key in ("acc", "top5"):  # the best test accuracy so far (Table 2's parentheses), a resumed run's included
             stats[f"test/best_{key}"] = max([h[f"test/{key}"] for h in st.result.history] + [stats[f"test/{key}"]])
-        st.result.history.append(stats)
-        st.epoch = epoch
-        reason = st.stop.update(epoch, st.step, stats["train/acc"])
-        if on_epoch:
-            on_epoch(stats)
-        if reason:
-            st.result.stop_reason = reason
+        if st.close_epoch(epoch, stats, on_epoch):
             break
         if on_checkpoint and s.checkpoint_every and epoch % s.checkpoint_every == 0 and epoch < s.max_epochs:
             on_checkpoint(checkpoint_state(st, model, opt, gen, rt.device))
-    res = st.result_so_far()
-    res.wall_time = time.perf_counter() - t_start
-    res.train_time = st.train_time
-    res.images_per_s = len(all_train) * res.epochs / max(sum(h["epoch_time"] for h in res.history), 1e-9)
-    return res
+    return st.finish(t_start, len(labels))

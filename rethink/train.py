@@ -284,18 +284,8 @@ def train(model: nn.Module, data: CorruptedData, s: TrainSettings,
         if not math.isfinite(running_loss):
             raise DivergenceError(f"training diverged: loss is {running_loss} at epoch {epoch} (lr={lr:.4g})")
         stats = epoch_statistics(epoch, st.step, lr, running_loss, float(hits) / n, train_eval, test_eval, d, t0)
-        st.result.history.append(stats)
-        st.epoch = epoch
-        reason = st.stop.update(epoch, st.step, stats["train/acc"])
-        if on_epoch:
-            on_epoch(stats)
-        if reason:
-            st.result.stop_reason = reason
+        if st.close_epoch(epoch, stats, on_epoch):
             break
         if on_checkpoint and s.checkpoint_every and epoch % s.checkpoint_every == 0 and epoch < s.max_epochs:
             on_checkpoint(checkpoint_state(st, model, opt, gen, rt.device))
-    res = st.result_so_far()
-    res.wall_time = time.perf_counter() - t_start
-    res.train_time = st.train_time
-    res.images_per_s = n * res.epochs / max(sum(h["epoch_time"] for h in res.history), 1e-9)
-    return res
+    return st.finish(t_start, n)
