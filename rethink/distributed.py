@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -220,6 +221,7 @@ def free_port() -> int:
 def rank_main(cfg_container: dict, env: dict[str, str], parent: str) -> None:
     """A spawned rank: the job's config in this rank's environment; ends itself if rank 0's process dies."""
     os.environ.update(env)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: rank 0 ends the job
     logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s][rank {env['RANK']}][%(levelname)s] - %(message)s")
     from omegaconf import OmegaConf
 
