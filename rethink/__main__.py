@@ -20,7 +20,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rethink.errors import Terminated
+from rethink.errors import Terminated, stop_requested
 
 NUMBER = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
 CORRUPTION_LEVELS = re.compile(rf"^corruption=({NUMBER}(,{NUMBER})*)$")
@@ -36,14 +36,26 @@ def normalize_argv(argv: list[str]) -> list[str]:
 
 
 def on_sigterm(signum: int, frame: Any) -> None:
-    """SIGTERM raises in the main thread, so the open run ends KILLED and the sweep closes."""
-    raise Terminated(f"received signal {signal.Signals(signum).name}")
+    """SIGTERM raises in the main thread, so the open run ends KILLED and the sweep closes (recorded first, so a
+    loop can raise it again if it was lost: `errors.check_stop`)."""
+    name = signal.Signals(signum).name
+    stop_requested(name)
+    raise Terminated(f"received signal {name}")
+
+
+def on_sigint(signum: int, frame: Any) -> None:
+    """Ctrl-C: Python's KeyboardInterrupt, recorded like SIGTERM."""
+    stop_requested("SIGINT")
+    raise KeyboardInterrupt
 
 
 def handle_signals() -> None:
-    """SIGTERM -> `Terminated` (like Ctrl-C) in this process; only the main thread may set handlers."""
+    """SIGTERM -> `Terminated` (like Ctrl-C) in this process, both recorded; only the main thread may set handlers.
+    A SIGINT that is ignored (a shell's background job) stays ignored."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_sigterm)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, on_sigint)
 
 
 def watch_launcher() -> None:

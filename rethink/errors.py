@@ -20,3 +20,22 @@ class IncompleteRunError(RuntimeError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (timeout, docker stop, systemd, SLURM preemption): ends runs KILLED like Ctrl-C."""
+
+
+_received: list[str] = []  # the stop signals this process has received, in order
+
+
+def stop_requested(name: str) -> None:
+    """Record a stop signal (SIGTERM, SIGINT) as its handler raises: see `check_stop`."""
+    _received.append(name)
+
+
+def check_stop() -> None:
+    """Raise again a stop signal whose exception was lost. A signal handler that runs inside an at-fork hook (every
+    DataLoader worker is a fork, and `logging` registers such hooks) has its exception printed ("Exception ignored")
+    and dropped by Python, so loops that fork call this between steps."""
+    if _received:
+        name = _received[0]
+        if name == "SIGINT":
+            raise KeyboardInterrupt
+        raise Terminated(f"received signal {name}")

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from rethink import distributed, optim
 from rethink.corrupt import CorruptedStream
-from rethink.errors import DivergenceError, RethinkError
+from rethink.errors import DivergenceError, RethinkError, check_stop
 from rethink.preprocess import Preprocess, to_unit
 from rethink.progress import (
     LoopState,
@@ -181,6 +181,7 @@ def train_streamed(model: nn.Module, data: CorruptedStream, s, on_epoch: Callabl
             running += torch.stack([loss.detach().double() * len(y), (logits.detach().argmax(1) == y).sum().double(),
                                     torch.tensor(float(len(y)), dtype=torch.float64, device=rt.device)])
             st.step += 1
+            check_stop()  # a SIGTERM / Ctrl-C that arrived while a worker was forking
             if every and w.main and (i + 1) % every == 0 and i + 1 < steps_per_epoch:
                 done = float(running[2])
                 log.info("epoch %d: %3.0f%% (%d/%d steps) loss %.4f, %.0f images/s on rank 0", epoch,
@@ -189,10 +190,12 @@ def train_streamed(model: nn.Module, data: CorruptedStream, s, on_epoch: Callabl
         if rt.on_cuda:
             torch.cuda.synchronize()
         st.train_time += time.perf_counter() - t0
+        check_stop()
         distributed.all_sum(running)
         distributed.sync_buffers(model)
         train_c = evaluate(model, b, b.train_eval_set, data.data.train_eval, labels, true_labels, changed, eval_batch)
         test_c = evaluate(model, b, b.test_set, torch.arange(len(test_y)), test_y, test_y, no_change, eval_batch)
+        check_stop()
         if not math.isfinite(float(running[0])):
             raise DivergenceError(f"training diverged: loss is {float(running[0])} at epoch {epoch} (lr={lr:.4g})")
         stats = epoch_record(epoch, st.step, lr, running, train_c, test_c, t0)

@@ -256,3 +256,31 @@ def test_a_job_started_as_several_processes_must_say_so(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(RethinkError, match="trainer.devices=2 but the job has 4 ranks"):
         Group().start(2, {}, cuda=False)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the lost exception, as expected
+def test_a_stop_signal_lost_in_a_fork_is_raised_again_between_steps(monkeypatch):
+    """SIGTERM landing while a DataLoader worker forks: its handler runs inside logging's at-fork hook, where
+    Python prints the exception and drops it (seen on a real run); the streamed loop's `check_stop` raises it."""
+    import os
+
+    from rethink import __main__ as entry
+    from rethink import errors
+
+    monkeypatch.setattr(errors, "_received", [])
+    errors.check_stop()  # nothing received: nothing raised
+    fired: list[int] = []
+
+    def hook() -> None:  # at-fork hooks cannot be removed: this one acts once
+        if not fired:
+            fired.append(1)
+            entry.on_sigterm(signal.SIGTERM, None)
+
+    os.register_at_fork(after_in_parent=hook)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)  # the fork returned normally: the handler's exception was lost
+    assert fired
+    with pytest.raises(errors.Terminated, match="received signal SIGTERM"):
+        errors.check_stop()
