@@ -250,7 +250,9 @@ class FolderImages(Dataset):
         if self.raw:
             from torchvision.io import read_file
 
-            return read_file(self.path(i)), i
+            # A copy: read_file's tensor counts as shared already, and a worker sending it back fails in the queue's
+            # feeder thread (os.dup of a closed descriptor), dropping the batch and hanging the loader.
+            return read_file(self.path(i)).clone(), i
         return self.view(read_rgb(self.path(i), self.channels)), i
 
 

@@ -245,6 +245,11 @@ def test_jpegs_decoded_on_the_device_match_the_workers_decoding(image_tree):
     assert idx.tolist() == [0, 1, 2, 3]
     on_device = decode_on_device(blobs, view, torch.device("cpu"))
     assert torch.equal(on_device, torch.stack([decoded[i][0] for i in range(4)]))
+    # Through a worker process, as training on a GPU reads them (this once hung: bench/streaming.py found it).
+    from torch.utils.data import DataLoader
+
+    batches = list(DataLoader(raw, batch_size=4, num_workers=1, collate_fn=collate_raw, timeout=60))
+    assert sum(len(b) for b, _ in batches) == 10 and torch.equal(batches[0][0][0], blobs[0])
 
 
 def test_a_job_started_as_several_processes_must_say_so(monkeypatch):
