@@ -16,7 +16,8 @@ DATA = Path(os.environ.get("RETHINK_DATA", REPO / "data")).resolve()
 CONF = REPO / "rethink" / "conf"
 # The paper's parameter counts (Zhang et al., Table 1) of every model in rethink/conf/model/.
 PARAMS = {"mlp_1x512": 1_209_866, "mlp_3x512": 1_735_178, "alexnet": 1_387_786,
-          "inception": 1_649_402, "inception_nobn": 1_649_402}
+          "inception": 1_649_402, "inception_nobn": 1_649_402,
+          "inception_v3": 27_161_264}  # ImageNet (Table 2): torchvision's, auxiliary head on, 1,000 classes (not in the paper)
 
 
 def composed(*overrides: str, return_hydra_config: bool = False):

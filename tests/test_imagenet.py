@@ -20,7 +20,7 @@ from rethink.errors import RethinkError
 from rethink.stream import StreamSpec, Views, central_fraction
 
 # A job that trains in seconds on the made tree: 80x80 views, global batch 20 (10 per rank on two ranks).
-SMALL = ["model=inception_v3", "dataset=imagenet", "dataset.image_size=80", "dataset.train_size=60",
+SMALL = ["model=inception_v3", "dataset=imagenet", "dataset.num_classes=10", "dataset.image_size=80", "dataset.train_size=60",
          "dataset.test_size=20", "trainer.batch_size=20", "trainer.lr=0.01", "trainer.stop_at_target=false"]
 
 
@@ -130,7 +130,7 @@ def test_the_imagenet_config_composes_the_inception_v3_recipe():
     assert cfg.dataset.image_size == 299 and cfg.dataset.train_size is None
     preset = composed("experiment=table2", "dataset.image_size=80", "dataset.root=/x")  # ImageNet keys at the top level
     assert preset.dataset.name == "imagenet" and preset.dataset.image_size == 80 and preset.model.name == "inception_v3"
-    row = composed("row=t2_aug_dropout_wd")
+    row = composed("row=t2_inception_v3_aug_dropout_wd")
     assert (row.regularizer.random_crop, row.regularizer.flip, row.regularizer.weight_decay, row.regularizer.dropout) \
         == (True, True, 4e-5, 0.2)
     cifar = composed()  # the CIFAR defaults are untouched by the recipe's keys

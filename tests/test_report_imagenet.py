@@ -77,13 +77,13 @@ def stores(tmp_path_factory) -> tuple[Path, Path]:
     shutil.copy(cifar, both)
     uri = f"sqlite:///{both}"
     exp = track.ensure_experiment(uri, "rethink")
-    log_imagenet(uri, exp, "aug-dropout-wd", AUG_DROPOUT_WD, aug=True, dropout=True, wd=True, row="t2_aug_dropout_wd")
-    log_imagenet(uri, exp, "none-s0", NONE_SEED0, row="t2_none")
-    log_imagenet(uri, exp, "none-s1", NONE_SEED1, seed=1, row="t2_none")
+    log_imagenet(uri, exp, "aug-dropout-wd", AUG_DROPOUT_WD, aug=True, dropout=True, wd=True, row="t2_inception_v3_aug_dropout_wd")
+    log_imagenet(uri, exp, "none-s0", NONE_SEED0, row="t2_inception_v3_none")
+    log_imagenet(uri, exp, "none-s1", NONE_SEED1, seed=1, row="t2_inception_v3_none")
     # Without the best_test_top5 summary: the report takes the best from its test/top5 history.
-    log_imagenet(uri, exp, "random-wd", RANDOM_WD, wd=True, random=True, row="t2_random_wd", best_top5=False)
+    log_imagenet(uri, exp, "random-wd", RANDOM_WD, wd=True, random=True, row="t2_inception_v3_wd_random", best_top5=False)
     # Not used: a shrunk budget (it would average into the `none` row), and another model on ImageNet.
-    log_imagenet(uri, exp, "smoke", [(0.1, 0.2, 0.1, 0.2)], budget="custom", row="t2_none")
+    log_imagenet(uri, exp, "smoke", [(0.1, 0.2, 0.1, 0.2)], budget="custom", row="t2_inception_v3_none")
     log_imagenet(uri, exp, "resnet", NONE_SEED0, model="resnet18")
     return cifar, both
 
@@ -186,7 +186,7 @@ def test_rows_are_matched_by_params():
     """Augmentation is crop and flip together; weight decay is the presets' coefficient; the row tag is ignored."""
     base = {"dataset": "imagenet", "model": "inception_v3", "kind": "labels", "level": 0.0, "crop": True,
             "flip": True, "rotate": False, "dropout": False, "wd": True, "weight_decay": 4e-5, "seed": 0,
-            "row": "t2_none"}
+            "row": "t2_inception_v3_none"}
     df = pd.DataFrame([base, base | {"flip": False}, base | {"weight_decay": 1e-4},
                        base | {"dataset": "cifar10"}, base | {"model": "inception"}])
     assert list(imagenet.select(df, True, False, True, False).index) == [0]
