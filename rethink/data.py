@@ -154,12 +154,12 @@ def imagefolder_spec(stream: str | bool = "auto", workers: int | str = "auto", d
                       decode=decode, train_eval_size=train_eval_size, input_shape=shape, stream=True, **spec)
 
 
-def first_image_shape(root: Path) -> tuple[int, int, int]:
+def first_image_shape(root: Path, train_files=None) -> tuple[int, int, int]:
     """[C, H, W] of the first training image of a tree (a streamed imagefolder: all images share the size)."""
     from rethink.imagefolder import read_image
     from rethink.stream import index_tree
 
-    files = index_tree(root, "train", "test")[0]
+    files = index_tree(root, "train", "test")[0] if train_files is None else train_files
     return tuple(read_image(str(root / files[0].decode())).shape)
 
 
@@ -170,7 +170,7 @@ def too_large(root: Path) -> bool:
     from rethink.stream import index_tree
 
     train_files, _, test_files, _, _ = index_tree(root, "train", "test")
-    c, h, w = first_image_shape(root)
+    c, h, w = first_image_shape(root, train_files)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return (len(train_files) + len(test_files)) * c * h * w > STREAM_FRACTION * memory
 

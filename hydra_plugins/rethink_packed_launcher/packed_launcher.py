@@ -76,7 +76,8 @@ class PackedLauncher(Launcher):
                 sweep_config.hydra.job.num = idx
             configs.append(sweep_config)
         done = {i for i, c in enumerate(configs) if packing.already_finished(c)}  # skipped: in no pack
-        packs = packing.plan(configs, self.k, finished=lambda c: configs.index(c) in done)
+        done_ids = {id(configs[i]) for i in done}  # by identity: a sweep may repeat an equal config
+        packs = packing.plan(configs, self.k, finished=lambda c: id(c) in done_ids)
         log.info("Launching %d jobs in %d pack(s) of up to %s: %s%s", len(configs), len(packs), self.k,
                  " | ".join(",".join(f"#{configs[i].hydra.job.num}" for i in p) for p in packs),
                  f" ({len(done)} already FINISHED, each alone: skipped)" if done else "")
