@@ -29,6 +29,16 @@ def composed(*overrides: str, return_hydra_config: bool = False):
         return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`-n N`, pyproject.toml's addopts) each of the N workers, and every job it starts,
+    gets cores/N threads: the parallel tests share the cores instead of oversubscribing them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = str(max(1, len(os.sched_getaffinity(0)) // workers))
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(var, threads)
+
+
 def pytest_collection_modifyitems(config, items):
     """`gpu` tests skip, with the reason, where CUDA is not available (torch imported only if any)."""
     gpu = [item for item in items if item.get_closest_marker("gpu")]
