@@ -1,6 +1,7 @@
 """The optimizers a job can train with (`trainer.optimizer`), built on the parameter groups of `train.param_groups`.
 
-`sgd`: torch's SGD with momentum, the paper's CIFAR-10 optimizer. `rmsprop_tf`: TensorFlow 1's RMSProp with
+`sgd`: torch's SGD with momentum, the paper's CIFAR-10 optimizer. `adam`: torch's Adam (beta1 = trainer.momentum),
+not the paper's; for small experiments such as bench/inception_fit.py, where neither recipe fits quickly. `rmsprop_tf`: TensorFlow 1's RMSProp with
 momentum, the optimizer of the Inception v3 recipe the paper's ImageNet runs used (tensorflow/models,
 inception/inception_train.py: decay 0.9, momentum 0.9, epsilon 1.0). It is not torch's RMSprop: TF adds epsilon
 inside the square root, starts the mean square at 1 (not 0), and folds the learning rate into the momentum.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-OPTIMIZERS = ("sgd", "rmsprop_tf")
+OPTIMIZERS = ("sgd", "adam", "rmsprop_tf")
 
 
 class TFRMSprop(torch.optim.Optimizer):
@@ -51,6 +52,8 @@ def build_optimizer(name: str, groups: list[dict], lr: float, momentum: float, r
     """The optimizer `name` over `groups` (each with its own weight_decay)."""
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, betas=(momentum, 0.999))
     if name == "rmsprop_tf":
         return TFRMSprop(groups, lr=lr, decay=rmsprop_decay, momentum=momentum, eps=rmsprop_eps)
     raise ValueError(f"unknown optimizer {name!r}")

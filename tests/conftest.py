@@ -151,9 +151,11 @@ def mlflow_server(tmp_path):
 
 
 def make_image_tree(root: Path, classes: int = 10, train: int = 20, val: int = 5, sizes: tuple[int, int] = (80, 120),
-                    test_dir: str = "val", seed: int = 0) -> Path:
+                    test_dir: str = "val", seed: int = 0, picture: str = "colour") -> Path:
     """An ImageFolder tree made here: `<root>/train/<wnid>/*.JPEG` and `<root>/<test_dir>/<wnid>/*.JPEG`, images of
-    random height and width in `sizes` (one size when sizes[0] == sizes[1]), a class colour plus noise."""
+    random height and width in `sizes` (one size when sizes[0] == sizes[1]). `picture`: "colour", a class colour
+    plus noise (the class is learnable); "scene", a smooth random picture plus noise, every image distinct as
+    natural images are (bench/streaming.py's images), so that random labels can be memorized."""
     import numpy as np
     from PIL import Image
 
@@ -164,8 +166,13 @@ def make_image_tree(root: Path, classes: int = 10, train: int = 20, val: int = 5
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 h, w = rng.integers(sizes[0], sizes[1] + 1, 2)
-                colour = np.array([c * 25 % 256, c * 70 % 256, (255 - c * 25) % 256], dtype=np.float64)
-                img = (colour + rng.normal(0, 40, (h, w, 3))).clip(0, 255).astype(np.uint8)
+                if picture == "scene":
+                    base = rng.integers(0, 256, (max(2, h // 16), max(2, w // 16), 3), dtype=np.uint8)
+                    img = np.asarray(Image.fromarray(base).resize((int(w), int(h)), Image.BICUBIC), dtype=np.int16)
+                    img = (img + rng.integers(-24, 25, (h, w, 3), dtype=np.int16)).clip(0, 255).astype(np.uint8)
+                else:
+                    colour = np.array([c * 25 % 256, c * 70 % 256, (255 - c * 25) % 256], dtype=np.float64)
+                    img = (colour + rng.normal(0, 40, (h, w, 3))).clip(0, 255).astype(np.uint8)
                 Image.fromarray(img).save(folder / f"{split}_{c}_{i}.JPEG", quality=90)
     return root
 

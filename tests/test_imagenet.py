@@ -205,6 +205,28 @@ def test_one_job_on_two_ranks_logs_one_run_from_rank_0_and_a_killed_job_resumes(
 
 
 @pytest.mark.slow
+def test_inception_v3_fits_100_random_labels_through_the_real_command(tmp_path, data_root):
+    """The paper's mechanism on the ImageNet path, not its number: every label of 100 images drawn anew, and
+    Inception v3 (from scratch, 80x80 central views) fits them all (eval-mode train accuracy >= 0.999) while the
+    test accuracy stays near chance. Adam, as bench/inception_fit.py measured: the recipe's RMSProp is tuned for
+    ImageNet's batch of 256 and does not fit in this budget (README, ImageNet)."""
+    tree = make_image_tree(tmp_path / "tree", classes=10, train=10, val=2, seed=1, picture="scene")
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    args = ["model=inception_v3", "dataset=imagenet", f"dataset.root={tree}", "dataset.num_classes=10",
+            "dataset.image_size=80", "dataset.train_size=null", "dataset.test_size=null", "dataset.train_eval_size=null",
+            "dataset.workers=0", "corruption=random_labels", "trainer.max_epochs=60", "trainer.batch_size=20",
+            "trainer.optimizer=adam", "trainer.lr=0.001", "trainer.lr_decay=1.0", "trainer.label_smoothing=0",
+            "trainer.checkpoint_every=0"]
+    res = run_cli(args, tmp_path, data_root, uri=uri, timeout=600)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    (run,) = job_runs(uri)
+    m, p = run.data.metrics, run.data.params
+    assert p["corruption.kind"] == "labels" and p["corruption.level"] == "1.0" and p["trainer.optimizer"] == "adam"
+    assert run.info.status == "FINISHED" and m["train/acc"] >= 0.999 and 1 <= m["fit_epoch"] < 60, m
+    assert m["test/acc"] <= 0.4, m  # 20 test images: chance is 10 %, nothing to generalize from random labels
+
+
+@pytest.mark.slow
 def test_a_submitit_job_of_two_tasks_is_one_ddp_job(tmp_path, image_tree, data_root):
     """The SLURM path's mechanism, run locally: submitit starts 2 tasks of one job, each a rank
     (TorchDistributedEnvironment); rank 0 logs the run."""
