@@ -225,24 +225,24 @@ def test_one_job_on_two_ranks_logs_one_run_from_rank_0_and_a_killed_job_resumes(
 
 
 @pytest.mark.slow
-def test_inception_v3_fits_100_random_labels_with_the_recipes_optimizer_through_the_real_command(tmp_path, data_root):
+def test_inception_v3_fits_100_random_labels_through_the_real_command(tmp_path, data_root):
     """The paper's mechanism on the ImageNet path, not its number: every label of 100 images drawn anew, and
-    Inception v3 (from scratch, the recipe's initialization, 80x80 central views) fits them all with the recipe's
-    TF RMSProp (eval-mode train accuracy >= 0.999) while the test accuracy stays near chance. LR 0.01: the
-    recipe's 0.1 at batch 256, scaled to batch 20 (bench/inception_fit.py measured the same fit)."""
+    Inception v3 (from scratch, the recipe's initialization, 80x80 central views) fits them all (eval-mode train
+    accuracy >= 0.999) while the test accuracy stays near chance. Adam at LR 0.001 fits in a third of the epochs
+    the recipe's TF RMSProp needs (bench/inception_fit.py: epoch 12 against 37; both are measured there)."""
     tree = make_image_tree(tmp_path / "tree", classes=10, train=10, val=2, seed=1, picture="scene")
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     args = ["model=inception_v3", "dataset=imagenet", f"dataset.root={tree}", "dataset.num_classes=10",
             "dataset.image_size=80", "dataset.train_size=null", "dataset.test_size=null", "dataset.train_eval_size=null",
-            "dataset.workers=0", "corruption=random_labels", "trainer.max_epochs=60", "trainer.batch_size=20",
-            "trainer.optimizer=rmsprop_tf", "trainer.lr=0.01", "trainer.lr_decay=1.0", "trainer.label_smoothing=0",
+            "dataset.workers=0", "corruption=random_labels", "trainer.max_epochs=40", "trainer.batch_size=20",
+            "trainer.optimizer=adam", "trainer.lr=0.001", "trainer.lr_decay=1.0", "trainer.label_smoothing=0",
             "trainer.checkpoint_every=0"]
     res = run_cli(args, tmp_path, data_root, uri=uri, timeout=600)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     (run,) = job_runs(uri)
     m, p = run.data.metrics, run.data.params
     assert p["corruption.kind"] == "labels" and p["corruption.level"] == "1.0" and p["model.init"] == "tf"
-    assert run.info.status == "FINISHED" and m["train/acc"] >= 0.999 and 1 <= m["fit_epoch"] < 60, m
+    assert run.info.status == "FINISHED" and m["train/acc"] >= 0.999 and 1 <= m["fit_epoch"] < 40, m
     assert m["test/acc"] <= 0.4, m  # 20 test images: chance is 10 %, nothing to generalize from random labels
 
 
