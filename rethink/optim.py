@@ -1,9 +1,10 @@
 """The optimizers a job can train with (`trainer.optimizer`), built on the parameter groups of `train.param_groups`.
 
 `sgd`: torch's SGD with momentum, the paper's CIFAR-10 optimizer. `adam`: torch's Adam (beta1 = trainer.momentum),
-not the paper's; for small experiments such as bench/inception_fit.py, where neither recipe fits quickly. `rmsprop_tf`: TensorFlow 1's RMSProp with
-momentum, the optimizer of the Inception v3 recipe the paper's ImageNet runs used (tensorflow/models,
-inception/inception_train.py: decay 0.9, momentum 0.9, epsilon 1.0). It is not torch's RMSprop: TF adds epsilon
+not the paper's, for small experiments (bench/inception_fit.py: it fits 100 random labels in a third of the epochs
+the Inception v3 recipe's optimizer needs). `rmsprop_tf`: TensorFlow 1's RMSProp with momentum, the optimizer of
+the Inception v3 recipe the paper's ImageNet runs used (tensorflow/models, inception/inception_train.py: decay 0.9,
+momentum 0.9, epsilon 1.0). It is not torch's RMSprop: TF adds epsilon
 inside the square root, starts the mean square at 1 (not 0), and folds the learning rate into the momentum.
 """
 
