@@ -7,7 +7,10 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,6 +93,21 @@ def search_runs(cwd: Path, experiment: str = "rethink", uri: str | None = None, 
     if parents or "tags.kind" not in runs:
         return runs
     return runs[runs["tags.kind"] != "sweep"].reset_index(drop=True)
+
+
+def wait_for(what: str, ok: Callable[[], Any], timeout: float = 300, proc: subprocess.Popen | None = None,
+             log: Path | None = None) -> Any:
+    """Poll `ok()` until it is truthy and return that value; fail if `proc` ends first or `timeout` passes,
+    with the tail of `log` (what the processes printed) in the message, so a failure says why."""
+    deadline = time.monotonic() + timeout
+    while not (found := ok()):
+        ended = proc is not None and proc.poll() is not None
+        if ended or time.monotonic() > deadline:
+            printed = log.read_text(errors="replace")[-4000:] if log is not None and log.exists() else ""
+            why = f"the process ended (exit {proc.returncode})" if ended else f"timed out after {timeout:.0f} s"
+            pytest.fail(f"{why} waiting for {what}; it printed:\n{printed}")
+        time.sleep(0.1)
+    return found
 
 
 def free_port() -> int:

@@ -6,11 +6,18 @@ FINISHED run with a gap. `python -m bench.faults` runs this file and prints one 
 import os
 import signal
 import subprocess
-import time
 
 import mlflow
 import pytest
-from conftest import cli_cmd, cli_env, free_port, run_cli, start_mlflow_server, stop_mlflow_server
+from conftest import (
+    cli_cmd,
+    cli_env,
+    free_port,
+    run_cli,
+    start_mlflow_server,
+    stop_mlflow_server,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -41,14 +48,6 @@ def assert_complete(uri: str, run, epochs: int) -> None:
         assert steps == [2 * e for e in range(1, epochs + 1)], (key, len(steps))
 
 
-def wait_for(what: str, ok, timeout: float = 300):
-    deadline = time.monotonic() + timeout
-    while not (found := ok()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return found
-
-
 def launch(args: list[str], cwd, data_root, log_name: str, uri: str | None = None, env: dict | None = None):
     log = open(cwd / log_name, "w")
     # A shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it: give the
@@ -77,7 +76,8 @@ def test_tracking_server_outage_fails_the_job_and_the_resumed_run_is_complete(tm
     server = start_mlflow_server(store, port)
     try:
         proc, log = launch(args, tmp_path, data_root, "first.log", uri, env)
-        wait_for("a checkpoint", lambda: list((tmp_path / "mlruns" / "checkpoints").glob("*.pt")))
+        wait_for("a checkpoint", lambda: list((tmp_path / "mlruns" / "checkpoints").glob("*.pt")), proc=proc,
+                 log=tmp_path / "first.log")
         stop_mlflow_server(server, signal.SIGKILL)  # the server dies for good while the job trains
         rc = finish(proc, log)
     finally:
@@ -150,7 +150,8 @@ def test_signal_ends_runs_killed_with_one_line_and_the_rerun_resumes(tmp_path, d
     uri, epochs = f"sqlite:///{tmp_path}/mlruns/mlflow.db", 40
     args = ["-m", *LONG, f"trainer.max_epochs={epochs}", f"hydra.sweep.dir={tmp_path}/sweep"]
     proc, log = launch(args, tmp_path, data_root, "sweep.log")
-    wait_for("a checkpoint", lambda: list((tmp_path / "mlruns" / "checkpoints").glob("*.pt")))
+    wait_for("a checkpoint", lambda: list((tmp_path / "mlruns" / "checkpoints").glob("*.pt")), proc=proc,
+             log=tmp_path / "sweep.log")
     proc.send_signal(sig)
     assert finish(proc, log) == code
     out = (tmp_path / "sweep.log").read_text()
@@ -188,7 +189,8 @@ def test_joblib_workers_end_their_jobs_when_the_launcher_is_killed(tmp_path, dat
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     proc, log = launch([*JOBLIB, *LONG, "trainer.max_epochs=400", f"hydra.sweep.dir={tmp_path}/sweep"],
                        tmp_path, data_root, "sweep.log")
-    pids = wait_for("two running jobs", lambda: len(worker_pids(uri)) == 2 and worker_pids(uri))
+    pids = wait_for("two running jobs", lambda: len(worker_pids(uri)) == 2 and worker_pids(uri), proc=proc,
+                    log=tmp_path / "sweep.log")
     proc.kill()  # kill -9 the launching process
     finish(proc, log)
     wait_for("the workers to end their jobs", lambda: not any(alive(p) for p in pids), timeout=120)
@@ -203,7 +205,8 @@ def test_a_killed_joblib_worker_stops_the_sweep_and_the_rerun_completes(tmp_path
     proc, log = launch(args, tmp_path, data_root, "sweep.log")
     ckpts = tmp_path / "mlruns" / "checkpoints"
     pids = wait_for("two running jobs with checkpoints",
-                    lambda: len(list(ckpts.glob("*.pt"))) == 2 and len(worker_pids(uri)) == 2 and worker_pids(uri))
+                    lambda: len(list(ckpts.glob("*.pt"))) == 2 and len(worker_pids(uri)) == 2 and worker_pids(uri),
+                    proc=proc, log=tmp_path / "sweep.log")
     os.kill(pids[0], signal.SIGKILL)
     assert finish(proc, log) != 0
     out = (tmp_path / "sweep.log").read_text()  # joblib's TerminatedWorkerError, printed by Hydra

@@ -15,7 +15,7 @@ import time
 
 import mlflow
 import pytest
-from conftest import cli_cmd, cli_env, run_cli
+from conftest import cli_cmd, cli_env, run_cli, wait_for
 
 TINY = ["dataset.train_size=200", "dataset.test_size=100"]  # 200 / 128 -> 2 SGD steps per epoch
 # One thread per job: the machine's cores are shared by parallel jobs, and a fixed thread count
@@ -87,15 +87,6 @@ def test_ray_launcher_sweep(tmp_path, data_root):
     check_sweep(uri, jobs=2, epochs=2)
 
 
-def wait_for(what: str, ok, timeout: float = 300, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while not (found := ok()):
-        assert proc is None or proc.poll() is None, f"sweep ended before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return found
-
-
 @pytest.mark.slow
 def test_killed_job_resumes_from_checkpoint_and_matches_uninterrupted_run(tmp_path, data_root):
     uri, epochs = sqlite_uri(tmp_path), 120  # the long job: ~0.1 s per epoch here
@@ -107,7 +98,7 @@ def test_killed_job_resumes_from_checkpoint_and_matches_uninterrupted_run(tmp_pa
     try:
         # Kill -9 the long job's worker once the short job FINISHED and the long one wrote a checkpoint.
         ckpts, short_done = tmp_path / "mlruns" / "checkpoints", "stopped (max_epochs) after 2 epochs"
-        wait_for("a checkpoint and a FINISHED job", proc=proc,
+        wait_for("a checkpoint and a FINISHED job", proc=proc, log=tmp_path / "sweep1.log",
                  ok=lambda: list(ckpts.glob("*.pt")) and short_done in (tmp_path / "sweep1.log").read_text())
         (running,) = [r for r in sweep_runs(uri)[1] if r.info.status == "RUNNING"]
         os.kill(int(running.data.tags["process"].split(":")[1]), signal.SIGKILL)
@@ -223,7 +214,7 @@ def test_a_corrupted_checkpoint_is_set_aside_and_the_job_trains_afresh(tmp_path,
                             stderr=subprocess.STDOUT)
     ckpts = tmp_path / "mlruns" / "checkpoints"
     try:
-        (ckpt,) = wait_for("a checkpoint", proc=proc, ok=lambda: list(ckpts.glob("*.pt")))
+        (ckpt,) = wait_for("a checkpoint", proc=proc, log=tmp_path / "run1.log", ok=lambda: list(ckpts.glob("*.pt")))
         (running,) = sweep_runs(uri)[1]
         os.kill(proc.pid, signal.SIGKILL)  # a single job runs in the launching process
         proc.wait(timeout=60)
