@@ -5,8 +5,9 @@ torchvision's CIFAR-10 downloader, and torchvision's MNIST layout.
 
 `dataset.root` must exist, except that a download (cifar10/mnist with download on) may create it
 inside an existing folder. Subset sizes larger than a split are errors, never silently clamped.
-The cache lives in `<root>/.rethink-cache/` (or `$RETHINK_CACHE`); a cache file that does not read
-back whole (truncated, garbage, another layout) is logged, deleted and decoded again.
+The cache lives in `<root>/.rethink-cache/` (or `$RETHINK_CACHE`); one process decodes while parallel jobs
+wait for its file (`rethink.filelock`). A cache file that does not read back whole (truncated, garbage,
+another layout) is logged, deleted and decoded again.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rethink import filelock
 from rethink.checks import check, is_int
 from rethink.errors import RethinkError
 from rethink.imagefolder import names, read_tree
@@ -263,27 +265,43 @@ def load_full(name: str, root: Path, download: bool) -> ImageData:
 
 def _cached(root: Path, kind: str, source: Path, read: Callable[[], ImageData]) -> ImageData:
     """`read()`, decoded once: later calls read the cache file (one that does not read back whole is
-    logged, deleted and decoded again); written atomically, so parallel jobs never see half a file."""
+    logged, deleted and decoded again). Parallel jobs decode it once between them: one holds a lock
+    next to the file while the others wait for it."""
     key = hashlib.sha256(f"{kind}:{source.resolve()}".encode()).hexdigest()[:12]
     path = cache_dir(root) / f"{kind}-{key}.pt"
-    if path.exists():
+    if (data := _read_sound(path)) is not None:
+        return data
+    # One process decodes; parallel jobs on a fresh machine wait for its file instead of all decoding at once
+    # (each would take minutes on shared cores, and the sweep's jobs would start minutes apart).
+    waiting = f"waiting for another process decoding {kind} into {path}"
+    with filelock.exclusive(path.with_suffix(".lock"), waiting, optional=True):
+        if (data := _read_sound(path)) is not None:
+            return data
+        log.info("decoding %s from %s (once; cached afterwards)", kind, source)
+        data = read()
         try:
-            return read_cache(path)
-        except Exception as e:  # torch.load raises RuntimeError, UnpicklingError, EOFError, ... on a bad file
-            log.warning("the data cache %s is unreadable (%s): deleting it and decoding again", path,
-                        str(e).splitlines()[0] if str(e) else type(e).__name__)
-            with contextlib.suppress(OSError):
-                path.unlink()
-    data = read()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(vars(data), tmp)
-        os.replace(tmp, path)  # atomic: parallel jobs never see a half-written cache
-        log.info("cached decoded %s at %s", kind, path)
-    except OSError as e:
-        log.warning("could not write the data cache %s (%s); decoding again next time", path, e)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(vars(data), tmp)
+            os.replace(tmp, path)  # atomic: a reader never sees a half-written cache
+            log.info("cached decoded %s at %s", kind, path)
+        except OSError as e:
+            log.warning("could not write the data cache %s (%s); decoding again next time", path, e)
     return data
+
+
+def _read_sound(path: Path) -> ImageData | None:
+    """The cache file's data; None when there is none, or when it does not read back whole (then it is
+    logged and deleted, to be decoded again)."""
+    if not path.exists():
+        return None
+    try:
+        return read_cache(path)
+    except Exception as e:  # torch.load raises RuntimeError, UnpicklingError, EOFError, ... on a bad file
+        log.warning("the data cache %s is unreadable (%s): deleting it and decoding again", path,
+                    str(e).splitlines()[0] if str(e) else type(e).__name__)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
 
 
 def read_cache(path: Path) -> ImageData:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from rethink import filelock
 from rethink.checks import check, in_range, is_int
 from rethink.errors import RethinkError
 
@@ -154,35 +155,47 @@ def index_tree(root: Path, train_dir: str, test_dir: str) -> tuple[np.ndarray, T
                                f"<root>/{train_dir}/<class>/<images> and <root>/{test_dir}/<class>/<images>")
     key = hashlib.sha256(f"stream-index-v1:{root.resolve()}:{train_dir}:{test_dir}".encode()).hexdigest()[:12]
     path = cache_dir(root) / f"stream-index-{key}.pt"
-    if path.exists():
-        try:
-            saved = torch.load(path, weights_only=False)
-            return (saved["train_files"], saved["train_y"], saved["test_files"], saved["test_y"], saved["classes"])
-        except Exception as e:  # a truncated or foreign file: scan again
-            log.warning("the index cache %s is unreadable (%s): scanning the tree again", path, type(e).__name__)
-    from rethink.imagefolder import class_folders, names, split_files
+    if (saved := _read_index(path)) is not None:
+        return saved
+    # One process scans (a million files take minutes); the other ranks and jobs wait for its file.
+    with filelock.exclusive(path.with_suffix(".lock"), f"waiting for another process indexing {root}", optional=True):
+        if (saved := _read_index(path)) is not None:
+            return saved
+        from rethink.imagefolder import class_folders, names, split_files
 
-    log.info("indexing the image files under %s (once; cached afterwards)", root)
-    classes = class_folders(root, train_dir)
-    test_classes = class_folders(root, test_dir)
-    if unseen := [c for c in test_classes if c not in classes]:
-        raise RethinkError(f"dataset.root={root}: the {test_dir} class {unseen[0]!r} has no folder in {train_dir}/ "
-                           f"(which holds {names(classes)}): every test class must be a training class")
-    index = {c: i for i, c in enumerate(classes)}
-    out = []
-    for split, cls in ((train_dir, classes), (test_dir, test_classes)):
-        samples = split_files(root, split, cls, index)
-        files = np.array([os.path.relpath(p, root).encode() for p, _ in samples], dtype=np.bytes_)
-        out += [files, torch.tensor([y for _, y in samples], dtype=torch.int64)]
-    result = (out[0], out[1], out[2], out[3], classes)
+        log.info("indexing the image files under %s (once; cached afterwards)", root)
+        classes = class_folders(root, train_dir)
+        test_classes = class_folders(root, test_dir)
+        if unseen := [c for c in test_classes if c not in classes]:
+            raise RethinkError(f"dataset.root={root}: the {test_dir} class {unseen[0]!r} has no folder in {train_dir}/ "
+                               f"(which holds {names(classes)}): every test class must be a training class")
+        index = {c: i for i, c in enumerate(classes)}
+        out = []
+        for split, cls in ((train_dir, classes), (test_dir, test_classes)):
+            samples = split_files(root, split, cls, index)
+            files = np.array([os.path.relpath(p, root).encode() for p, _ in samples], dtype=np.bytes_)
+            out += [files, torch.tensor([y for _, y in samples], dtype=torch.int64)]
+        result = (out[0], out[1], out[2], out[3], classes)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(dict(zip(("train_files", "train_y", "test_files", "test_y", "classes"), result, strict=True)), tmp)
+            os.replace(tmp, path)
+        except OSError as e:
+            log.warning("could not write the index cache %s (%s)", path, e)
+        return result
+
+
+def _read_index(path: Path) -> tuple[np.ndarray, Tensor, np.ndarray, Tensor, list[str]] | None:
+    """The cached index; None when there is none or it does not read back (then the tree is scanned again)."""
+    if not path.exists():
+        return None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(dict(zip(("train_files", "train_y", "test_files", "test_y", "classes"), result, strict=True)), tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        log.warning("could not write the index cache %s (%s)", path, e)
-    return result
+        saved = torch.load(path, weights_only=False)
+        return (saved["train_files"], saved["train_y"], saved["test_files"], saved["test_y"], saved["classes"])
+    except Exception as e:  # a truncated or foreign file: scan again
+        log.warning("the index cache %s is unreadable (%s): scanning the tree again", path, type(e).__name__)
+        return None
 
 
 def central_fraction(img: Tensor, fraction: float) -> Tensor:

@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rethink import stores
+from rethink import filelock, stores
 from rethink.identity import natural
 from rethink.redact import redact, redact_values, split_credentials
 
@@ -105,16 +105,9 @@ def store_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    import fcntl
-
     db = Path(uri.removeprefix("sqlite:///"))
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with filelock.exclusive(db.with_name(db.name + ".lock")):
+        yield
 
 
 def ensure_experiment(uri: str, name: str) -> str:

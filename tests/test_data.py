@@ -1,3 +1,4 @@
+import os
 import re
 
 import pytest
@@ -295,6 +296,38 @@ def test_a_corrupt_cache_is_deleted_and_decoded_again(tmp_path, cache, monkeypat
     assert len(calls) == 2 and "is unreadable" in caplog.text and str(path) in caplog.text
     assert again.classes == first.classes
     assert all(torch.equal(getattr(again, k), getattr(first, k)) for k in ("train_x", "train_y", "test_x", "test_y"))
-    assert [p.name for p in cache.iterdir()] == [path.name]  # written back whole, no temporary left
+    assert sorted(p.name for p in cache.iterdir()) == [path.with_suffix(".lock").name, path.name]  # no temporary left
     spec(root).load()
     assert len(calls) == 2  # and read from the cache again
+
+
+DECODE_SLOWLY = """
+import logging, sys, time
+from rethink import data
+from rethink.data import DatasetSpec
+real = data.read_imagefolder
+def slow(root):  # a decode that takes seconds, as CIFAR-10's does: every job starts before the first is done
+    print("decoding", flush=True)
+    time.sleep(3)
+    return real(root)
+data.read_imagefolder = slow
+logging.basicConfig(level=logging.INFO)
+d = DatasetSpec(name="imagefolder", root=sys.argv[1], download=False).load()
+print("loaded", d.train_x.shape[0], flush=True)
+"""
+
+
+def test_parallel_jobs_decode_a_data_set_once_between_them(tmp_path, cache):
+    """Jobs started together on a fresh machine: one decodes, the others wait for its cache file and read it."""
+    import subprocess
+    import sys
+
+    root = write_tree(tmp_path / "t", {"train": {"a": 2, "b": 2}, "test": {"a": 1, "b": 1}})
+    env = os.environ | {"RETHINK_CACHE": str(cache)}
+    procs = [subprocess.Popen([sys.executable, "-c", DECODE_SLOWLY, str(root)], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    printed = "".join(out for out, _ in outs)
+    assert printed.count("loaded 4") == 3 and printed.count("decoding") == 1, outs
+    assert sum("waiting for another process decoding" in err for _, err in outs) >= 1, outs

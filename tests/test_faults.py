@@ -185,28 +185,52 @@ def alive(pid: int) -> bool:
 JOBLIB = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1"]
 
 
+def kill_leftovers(pids: list[int]) -> None:
+    """SIGKILL the job processes a failed test leaves behind (they would train for hours)."""
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_joblib_workers_end_their_jobs_when_the_launcher_is_killed(tmp_path, data_root):
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    proc, log = launch([*JOBLIB, *LONG, "trainer.max_epochs=400", f"hydra.sweep.dir={tmp_path}/sweep"],
+    # Jobs that outlast any test (100,000 epochs): both are running when the launcher dies, however far
+    # apart joblib starts them on a loaded machine. The workers must end them, not train on as orphans.
+    uri, pids = f"sqlite:///{tmp_path}/mlruns/mlflow.db", []
+    proc, log = launch([*JOBLIB, *LONG, "trainer.max_epochs=100000", f"hydra.sweep.dir={tmp_path}/sweep"],
                        tmp_path, data_root, "sweep.log")
-    pids = wait_for("two running jobs", lambda: len(worker_pids(uri)) == 2 and worker_pids(uri), proc=proc,
-                    log=tmp_path / "sweep.log")
-    proc.kill()  # kill -9 the launching process
-    finish(proc, log)
-    wait_for("the workers to end their jobs", lambda: not any(alive(p) for p in pids), timeout=120)
+    try:
+        pids = wait_for("two running jobs", lambda: len(worker_pids(uri)) == 2 and worker_pids(uri), proc=proc,
+                        log=tmp_path / "sweep.log")
+        proc.kill()  # kill -9 the launching process
+        finish(proc, log)
+        wait_for("the workers to end their jobs", lambda: not any(alive(p) for p in pids), timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+        kill_leftovers(pids or worker_pids(uri))
     assert {r.info.status for r in job_runs(uri)} == {"KILLED"}
 
 
 def test_a_killed_joblib_worker_stops_the_sweep_and_the_rerun_completes(tmp_path, data_root):
-    # 120 epochs: long enough that the worker which starts first is still running when the other
-    # has written its first checkpoint (joblib starts its workers seconds apart on a loaded machine).
-    uri, epochs = f"sqlite:///{tmp_path}/mlruns/mlflow.db", 120
+    # Both jobs have started and the running ones have checkpoints: kill -9 a worker. The other job is usually running
+    # too (300 epochs take ~10 s here); on a loaded machine joblib may start it so late that it finished first.
+    uri, epochs = f"sqlite:///{tmp_path}/mlruns/mlflow.db", 300
     args = [*JOBLIB, *LONG, f"trainer.max_epochs={epochs}", f"hydra.sweep.dir={tmp_path}/sweep"]
     proc, log = launch(args, tmp_path, data_root, "sweep.log")
     ckpts = tmp_path / "mlruns" / "checkpoints"
-    pids = wait_for("two running jobs with checkpoints",
-                    lambda: len(list(ckpts.glob("*.pt"))) == 2 and len(worker_pids(uri)) == 2 and worker_pids(uri),
-                    proc=proc, log=tmp_path / "sweep.log")
+
+    def running_with_checkpoints() -> list:  # every job FINISHED or RUNNING with a checkpoint; one RUNNING
+        runs = job_runs(uri)
+        running = [r for r in runs if r.info.status == "RUNNING"]
+        ready = all((ckpts / f"{r.data.tags['config_hash']}.pt").exists() for r in running)
+        return len(runs) == 2 and running and ready and {r.info.status for r in runs} <= {"RUNNING", "FINISHED"} \
+            and running
+
+    victim, *others = wait_for("both jobs started, the running ones with checkpoints", running_with_checkpoints,
+                               proc=proc, log=tmp_path / "sweep.log")
+    pids = [int(r.data.tags["process"].split(":")[1]) for r in (victim, *others)]
     os.kill(pids[0], signal.SIGKILL)
     assert finish(proc, log) != 0
     out = (tmp_path / "sweep.log").read_text()  # joblib's TerminatedWorkerError, printed by Hydra
