@@ -89,7 +89,9 @@ def test_ray_launcher_sweep(tmp_path, data_root):
 
 @pytest.mark.slow
 def test_killed_job_resumes_from_checkpoint_and_matches_uninterrupted_run(tmp_path, data_root):
-    uri, epochs = sqlite_uri(tmp_path), 120  # the long job: ~0.1 s per epoch here
+    # The long job: 400 epochs, ~15 s alone here, so it is still running when the short one has finished,
+    # however far apart (seconds, on a loaded machine) joblib starts the two.
+    uri, epochs = sqlite_uri(tmp_path), 400
     sweep = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"trainer.max_epochs=2,{epochs}",
              "trainer.checkpoint_every=5", "trainer.stop_at_target=false", *TINY]
     log = open(tmp_path / "sweep1.log", "w")
