@@ -32,8 +32,9 @@ def stop_requested(name: str) -> None:
 
 def check_stop() -> None:
     """Raise again a stop signal whose exception was lost. A signal handler that runs inside an at-fork hook (every
-    DataLoader worker is a fork, and `logging` registers such hooks) has its exception printed ("Exception ignored")
-    and dropped by Python, so loops that fork call this between steps."""
+    DataLoader worker is a fork, and `logging` registers such hooks) or a finalizer (a weakref callback in
+    SQLAlchemy, seen on CI) has its exception printed ("Exception ignored") and dropped by Python, so every
+    training loop calls this between steps."""
     if _received:
         name = _received[0]
         if name == "SIGINT":

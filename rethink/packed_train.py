@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from rethink.corrupt import CorruptedData
-from rethink.errors import DivergenceError, RethinkError
+from rethink.errors import DivergenceError, RethinkError, check_stop
 from rethink.preprocess import Preprocess
 from rethink.progress import (
     LoopState,
@@ -241,6 +241,7 @@ def _loop(base: nn.Module, stack: _Stack, live: list[_Live], opts: list, rt: Run
         hits = torch.zeros(k, device=rt.device, dtype=torch.long)
         lrs = [0.0] * k
         for i in range(0, n, bs):
+            check_stop()  # a stop signal whose exception was lost (rethink.errors.check_stop)
             lrs = [lr_at(lv.st.step, lv.m.settings.lr, lv.m.settings.lr_decay, lv.period) for lv in live]
             idx = [p[i : i + bs] for p in perms]
             xb = torch.stack([lv.pre.train(lv.d.train_raw[ix], lv.gen) if lv.pre.augments else lv.d.train_ready[ix]

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from rethink.checks import check, in_range, is_int, is_number
 from rethink.corrupt import CorruptedData
-from rethink.errors import DivergenceError, RethinkError
+from rethink.errors import DivergenceError, RethinkError, check_stop
 from rethink.optim import OPTIMIZERS, build_optimizer
 from rethink.preprocess import Preprocess
 from rethink.progress import (
@@ -213,6 +213,7 @@ def train_epoch(fwd: nn.Module, opt: torch.optim.Optimizer, pre: Preprocess, d: 
     hits = torch.zeros((), device=rt.device, dtype=torch.long)
     lr = lr_at(step, s.lr, s.lr_decay, period)
     for i in range(0, n, s.batch_size):
+        check_stop()  # a SIGTERM whose exception Python dropped (it landed in a GC callback) still stops the job
         new_lr = lr_at(step, s.lr, s.lr_decay, period)
         if new_lr != lr or i == 0:
             lr = new_lr
