@@ -277,7 +277,6 @@ def _cached(root: Path, kind: str, source: Path, read: Callable[[], ImageData]) 
     with filelock.exclusive(path.with_suffix(".lock"), waiting, optional=True):
         if (data := _read_sound(path)) is not None:
             return data
-        log.info("decoding %s from %s (once; cached afterwards)", kind, source)
         data = read()
         try:
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
