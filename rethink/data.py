@@ -279,6 +279,7 @@ def _cached(root: Path, kind: str, source: Path, read: Callable[[], ImageData]) 
             return data
         data = read()
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)  # OSError where it cannot be made (a read-only root)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             torch.save(vars(data), tmp)
             os.replace(tmp, path)  # atomic: a reader never sees a half-written cache

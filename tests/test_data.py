@@ -331,3 +331,13 @@ def test_parallel_jobs_decode_a_data_set_once_between_them(tmp_path, cache):
     printed = "".join(out for out, _ in outs)
     assert printed.count("loaded 4") == 3 and printed.count("decoding") == 1, outs
     assert sum("waiting for another process decoding" in err for _, err in outs) >= 1, outs
+
+
+def test_a_cache_folder_that_cannot_be_made_costs_a_warning_not_the_job(tmp_path, monkeypatch, caplog):
+    """No lock file and no cache where the folder cannot be made: the data set is decoded, with a warning."""
+    root = write_tree(tmp_path / "t", {"train": {"a": 2, "b": 2}, "test": {"a": 1, "b": 1}})
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("RETHINK_CACHE", str(tmp_path / "file" / "cache"))  # under a file: mkdir fails
+    with caplog.at_level("WARNING", logger="rethink.data"):
+        d = spec(root).load()
+    assert d.train_x.shape[0] == 4 and "could not write the data cache" in caplog.text
