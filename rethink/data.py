@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -29,6 +30,7 @@ from rethink.errors import RethinkError
 from rethink.imagefolder import names, read_tree
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DATASETS = ("cifar10", "mnist", "imagefolder")
 
@@ -219,6 +221,28 @@ def cache_dir(root: Path) -> Path:
     return Path(os.environ.get("RETHINK_CACHE") or root / ".rethink-cache")
 
 
+def cached_file(path: Path, read: Callable[[Path], T | None], make: Callable[[], T], write: Callable[[T, Path], None],
+                doing: str) -> T:
+    """The value cached at `path`: `read(path)` (None where there is no sound file), else `make()`, written
+    atomically with `write(value, tmp)`. Parallel jobs make it once between them: one holds `<path>.lock`
+    while the others wait for its file (on a fresh machine they would all decode at once, for minutes)."""
+    if (value := read(path)) is not None:
+        return value
+    with filelock.exclusive(path.with_suffix(".lock"), f"waiting for another process {doing} ({path})", optional=True):
+        if (value := read(path)) is not None:
+            return value
+        value = make()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)  # OSError where it cannot be made (a read-only root)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            write(value, tmp)
+            os.replace(tmp, path)  # atomic: a reader never sees a half-written file
+            log.info("wrote the data cache %s", path)
+        except OSError as e:
+            log.warning("could not write the data cache %s (%s); it is made again next time", path, e)
+    return value
+
+
 def check_root(name: str, root: Path, download: bool) -> None:
     """`dataset.root` must be a folder; for a download (cifar10/mnist, download on), a missing folder
     may be created, but only inside an existing one (a typo in the path is not made into folders)."""
@@ -264,29 +288,11 @@ def load_full(name: str, root: Path, download: bool) -> ImageData:
 
 
 def _cached(root: Path, kind: str, source: Path, read: Callable[[], ImageData]) -> ImageData:
-    """`read()`, decoded once: later calls read the cache file (one that does not read back whole is
-    logged, deleted and decoded again). Parallel jobs decode it once between them: one holds a lock
-    next to the file while the others wait for it."""
+    """`read()`, decoded once (`cached_file`): later calls read the cache file (one that does not read back
+    whole is logged, deleted and decoded again)."""
     key = hashlib.sha256(f"{kind}:{source.resolve()}".encode()).hexdigest()[:12]
     path = cache_dir(root) / f"{kind}-{key}.pt"
-    if (data := _read_sound(path)) is not None:
-        return data
-    # One process decodes; parallel jobs on a fresh machine wait for its file instead of all decoding at once
-    # (each would take minutes on shared cores, and the sweep's jobs would start minutes apart).
-    waiting = f"waiting for another process decoding {kind} into {path}"
-    with filelock.exclusive(path.with_suffix(".lock"), waiting, optional=True):
-        if (data := _read_sound(path)) is not None:
-            return data
-        data = read()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)  # OSError where it cannot be made (a read-only root)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            torch.save(vars(data), tmp)
-            os.replace(tmp, path)  # atomic: a reader never sees a half-written cache
-            log.info("cached decoded %s at %s", kind, path)
-        except OSError as e:
-            log.warning("could not write the data cache %s (%s); decoding again next time", path, e)
-    return data
+    return cached_file(path, _read_sound, read, lambda data, tmp: torch.save(vars(data), tmp), f"decoding {kind}")
 
 
 def _read_sound(path: Path) -> ImageData | None:

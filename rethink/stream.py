@@ -28,7 +28,6 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from rethink import filelock
 from rethink.checks import check, in_range, is_int
 from rethink.errors import RethinkError
 
@@ -144,10 +143,13 @@ class StreamSpec:
                             train_eval, self)
 
 
+INDEX_KEYS = ("train_files", "train_y", "test_files", "test_y", "classes")  # the cached index file's
+
+
 def index_tree(root: Path, train_dir: str, test_dir: str) -> tuple[np.ndarray, Tensor, np.ndarray, Tensor, list[str]]:
     """(train files, labels, test files, labels, classes) of the tree, scanned once and cached: class index = the
     sorted training class folders; every test class must be one of them."""
-    from rethink.data import cache_dir
+    from rethink.data import cache_dir, cached_file
 
     for split in (train_dir, test_dir):
         if not (root / split).is_dir():
@@ -155,12 +157,8 @@ def index_tree(root: Path, train_dir: str, test_dir: str) -> tuple[np.ndarray, T
                                f"<root>/{train_dir}/<class>/<images> and <root>/{test_dir}/<class>/<images>")
     key = hashlib.sha256(f"stream-index-v1:{root.resolve()}:{train_dir}:{test_dir}".encode()).hexdigest()[:12]
     path = cache_dir(root) / f"stream-index-{key}.pt"
-    if (saved := _read_index(path)) is not None:
-        return saved
-    # One process scans (a million files take minutes); the other ranks and jobs wait for its file.
-    with filelock.exclusive(path.with_suffix(".lock"), f"waiting for another process indexing {root}", optional=True):
-        if (saved := _read_index(path)) is not None:
-            return saved
+
+    def scan() -> tuple[np.ndarray, Tensor, np.ndarray, Tensor, list[str]]:
         from rethink.imagefolder import class_folders, names, split_files
 
         log.info("indexing the image files under %s (once; cached afterwards)", root)
@@ -175,15 +173,11 @@ def index_tree(root: Path, train_dir: str, test_dir: str) -> tuple[np.ndarray, T
             samples = split_files(root, split, cls, index)
             files = np.array([os.path.relpath(p, root).encode() for p, _ in samples], dtype=np.bytes_)
             out += [files, torch.tensor([y for _, y in samples], dtype=torch.int64)]
-        result = (out[0], out[1], out[2], out[3], classes)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            torch.save(dict(zip(("train_files", "train_y", "test_files", "test_y", "classes"), result, strict=True)), tmp)
-            os.replace(tmp, path)
-        except OSError as e:
-            log.warning("could not write the index cache %s (%s)", path, e)
-        return result
+        return out[0], out[1], out[2], out[3], classes
+
+    # One process scans (a million files take minutes); the other ranks and jobs wait for its file.
+    return cached_file(path, _read_index, scan, lambda index, tmp: torch.save(dict(zip(INDEX_KEYS, index, strict=True)), tmp),
+                       f"indexing {root}")
 
 
 def _read_index(path: Path) -> tuple[np.ndarray, Tensor, np.ndarray, Tensor, list[str]] | None:
@@ -192,7 +186,7 @@ def _read_index(path: Path) -> tuple[np.ndarray, Tensor, np.ndarray, Tensor, lis
         return None
     try:
         saved = torch.load(path, weights_only=False)
-        return (saved["train_files"], saved["train_y"], saved["test_files"], saved["test_y"], saved["classes"])
+        return tuple(saved[k] for k in INDEX_KEYS)
     except Exception as e:  # a truncated or foreign file: scan again
         log.warning("the index cache %s is unreadable (%s): scanning the tree again", path, type(e).__name__)
         return None

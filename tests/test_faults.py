@@ -221,12 +221,12 @@ def test_a_killed_joblib_worker_stops_the_sweep_and_the_rerun_completes(tmp_path
     proc, log = launch(args, tmp_path, data_root, "sweep.log")
     ckpts = tmp_path / "mlruns" / "checkpoints"
 
-    def running_with_checkpoints() -> list:  # every job FINISHED or RUNNING with a checkpoint; one RUNNING
+    def running_with_checkpoints() -> list:  # the RUNNING jobs, once every job is FINISHED or RUNNING with a checkpoint
         runs = job_runs(uri)
         running = [r for r in runs if r.info.status == "RUNNING"]
         ready = all((ckpts / f"{r.data.tags['config_hash']}.pt").exists() for r in running)
-        return len(runs) == 2 and running and ready and {r.info.status for r in runs} <= {"RUNNING", "FINISHED"} \
-            and running
+        settled = len(runs) == 2 and {r.info.status for r in runs} <= {"RUNNING", "FINISHED"}
+        return running if settled and ready else []
 
     victim, *others = wait_for("both jobs started, the running ones with checkpoints", running_with_checkpoints,
                                proc=proc, log=tmp_path / "sweep.log")
