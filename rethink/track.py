@@ -76,9 +76,18 @@ def client(uri: str):
 
     for name in ("alembic", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return mlflow.MlflowClient(tracking_uri=mlflow_uri(uri))
+    if not uri.startswith("sqlite:///") or uri in _opened:
+        return mlflow.MlflowClient(tracking_uri=mlflow_uri(uri))
+    # MlflowClient() opens the store, and MLflow creates and migrates a SQLite store in the first process
+    # that opens it: under the lock, so a reader (a report, a test polling a sweep) and a sweep starting
+    # together never both migrate (one would fail, "Online migration expected to match one row ...").
+    with store_lock(uri):
+        c = retry(lambda: mlflow.MlflowClient(tracking_uri=mlflow_uri(uri)), what="open store")
+    _opened.add(uri)
+    return c
+
+
+_opened: set[str] = set()  # SQLite stores this process has opened (MLflow keeps them open per URI)
 
 
 def mlflow_uri(uri: str) -> str:
@@ -100,13 +109,15 @@ def run_link(uri: str, experiment_id: str, run_id: str) -> str:
 
 @contextmanager
 def store_lock(uri: str) -> Iterator[None]:
-    """Hold an exclusive lock next to a SQLite store while it is created or migrated: two sweeps
-    starting together on a new store must not both run the schema migrations (one loses)."""
+    """Hold an exclusive lock next to a SQLite store while it is opened (created, migrated) or its experiment
+    made: two processes starting together on a new store must not both run the schema migrations (one loses)."""
     if not uri.startswith("sqlite:///"):
         yield
         return
     db = Path(uri.removeprefix("sqlite:///"))
-    with filelock.exclusive(db.with_name(db.name + ".lock")):
+    # optional: where the lock file cannot be made, no process can create the store there either
+    with filelock.exclusive(db.with_name(db.name + ".lock"), f"waiting for another process setting up {db} ...",
+                            optional=True):
         yield
 
 
@@ -114,8 +125,8 @@ def ensure_experiment(uri: str, name: str) -> str:
     """Create the store (and its schema) and the experiment if missing; return the experiment id.
     A SQLite store that is not a sound SQLite file, or not writable, stops here with one line."""
     stores.check(uri)
-    with store_lock(uri):
-        c = client(uri)
+    c = client(uri)  # the schema, made under the lock
+    with store_lock(uri):  # one process creates the experiment
 
         def get_or_create() -> str:
             exp = c.get_experiment_by_name(name)

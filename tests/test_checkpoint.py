@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import mlflow
 import pytest
 import torch
 
@@ -103,7 +102,7 @@ def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
 def test_an_unusable_checkpoint_is_set_aside_and_its_run_killed_with_the_reason(tmp_path, status):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     exp = track.ensure_experiment(uri, "rethink")
-    c = mlflow.MlflowClient(uri)
+    c = track.client(uri)
     run_id = c.create_run(exp, tags={"config_hash": "abc", "process": dead_owner()}).info.run_id
     if status == "KILLED":  # as the end of its sweep leaves a job killed -9
         lifecycle.mark_killed(uri, run_id, "the job's process ended without closing its run (killed?)")

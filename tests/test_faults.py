@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 
-import mlflow
 import pytest
 from conftest import (
     cli_cmd,
@@ -19,6 +18,8 @@ from conftest import (
     wait_for,
 )
 
+from rethink import track
+
 pytestmark = pytest.mark.slow
 
 TINY = ["dataset.train_size=200", "dataset.test_size=100"]  # 2 SGD steps per epoch
@@ -28,21 +29,21 @@ LONG = [*TINY, "trainer.stop_at_target=false", "trainer.checkpoint_every=5"]
 
 
 def job_runs(uri: str) -> list:
-    c = mlflow.MlflowClient(uri)
+    c = track.client(uri)
     exp = c.get_experiment_by_name("rethink")
     runs = c.search_runs([exp.experiment_id], max_results=1000) if exp else []
     return [r for r in runs if r.data.tags.get("kind") != "sweep"]
 
 
 def parent_runs(uri: str) -> list:
-    c = mlflow.MlflowClient(uri)
+    c = track.client(uri)
     exp = c.get_experiment_by_name("rethink")
     return [r for r in c.search_runs([exp.experiment_id], max_results=1000) if r.data.tags.get("kind") == "sweep"]
 
 
 def assert_complete(uri: str, run, epochs: int) -> None:
     """Every epoch's metrics are in the store: step 2, 4, ..., 2 * epochs for each curve."""
-    c = mlflow.MlflowClient(uri)
+    c = track.client(uri)
     for key in CURVES:
         steps = sorted(m.step for m in c.get_metric_history(run.info.run_id, key))
         assert steps == [2 * e for e in range(1, epochs + 1)], (key, len(steps))

@@ -11,11 +11,11 @@ import signal
 import subprocess
 import time
 
-import mlflow
 import pytest
 import torch
 from conftest import cli_cmd, cli_env, composed, make_image_tree, run_cli
 
+from rethink import track
 from rethink.corrupt import CorruptedStream, Corruption, corrupt_labels
 from rethink.errors import RethinkError
 from rethink.stream import StreamSpec, Views, central_fraction
@@ -178,7 +178,7 @@ def alive(pid: int) -> bool:
 
 
 def job_runs(uri: str) -> list:
-    c = mlflow.MlflowClient(uri)
+    c = track.client(uri)
     exp = c.get_experiment_by_name("rethink")
     return c.search_runs([exp.experiment_id]) if exp else []
 
@@ -212,7 +212,7 @@ def test_one_job_on_two_ranks_logs_one_run_from_rank_0_and_a_killed_job_resumes(
     assert "resuming run" in out and "rank 1: trained" in out
     (run,) = job_runs(uri)  # one run for the job, made by rank 0 alone
     assert run.info.status == "FINISHED" and run.data.tags["devices"] == "2" and run.data.tags["resumes"] == "1"
-    c = mlflow.MlflowClient(uri)
+    c = track.client(uri)
     for key in ("train/acc", "train/top5", "test/acc", "test/top5", "test/best_acc", "train/loss", "lr"):
         steps = [m.step for m in c.get_metric_history(run.info.run_id, key)]
         assert steps == [3 * e for e in range(1, epochs + 1)], (key, steps)  # 60 images / 20 per step, once each

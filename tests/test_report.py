@@ -245,9 +245,8 @@ def test_write_report_files(store, tmp_path):
     assert "![fig1c](fig1c.png)" in readme and "[PDF](fig1c.pdf)" in readme and "nan" not in readme
     assert "| model " in (tmp_path / "out" / "table1.md").read_text()  # DataFrame.to_markdown's pipe table
     run_id = report.log_report(store, [tmp_path / "out" / "table1.md"], "test")
-    import mlflow
 
-    assert [a.path for a in mlflow.MlflowClient(store).list_artifacts(run_id)] == ["table1.md"]
+    assert [a.path for a in track.client(store).list_artifacts(run_id)] == ["table1.md"]
 
 
 def test_figures_titles_panels_chance(store):

@@ -98,3 +98,28 @@ def test_the_cli_stops_with_one_line_on_a_bad_store(tmp_path, data_root, fault, 
     want = "is not an SQLite database" if fault == "malformed" else "is not writable"
     assert out.splitlines() == [out] and out.startswith(f"the MLflow store {db} ") and want in out, out
     assert (db.read_bytes(), db.stat().st_mtime_ns) == before
+
+
+OPEN_TOGETHER = """
+import sys, time
+from rethink import track
+uri, role, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+time.sleep(max(0.0, start - time.time()))  # every process opens the new store at the same moment
+if role == "sweep":
+    print("experiment", track.ensure_experiment(uri, "rethink"))
+else:  # a reader: a report, the UI, a test polling a running sweep
+    print("read", len(track.client(uri).search_experiments()))
+"""
+
+
+def test_readers_and_sweeps_opening_a_new_store_together_never_race_its_migrations(tmp_path):
+    """MLflow creates and migrates a SQLite store in whichever process opens it first; two at once
+    fail ("Online migration expected to match one row ..."), so every rethink process does it under one lock."""
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    start = str(__import__("time").time() + 8)  # after every process has imported MLflow
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_TOGETHER, uri, role, start], text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for role in ("sweep", "reader", "sweep", "reader")]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    assert len({out for out, _ in outs if out.startswith("experiment")}) == 1  # one experiment, found by both

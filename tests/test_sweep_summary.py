@@ -18,7 +18,7 @@ FIGURE, TABLE = {"sweep_summary.png", "sweep_summary.pdf"}, {"sweep_summary.md",
 
 
 def artifacts(uri: str, run_id: str) -> set[str]:
-    return {a.path for a in mlflow.MlflowClient(uri).list_artifacts(run_id)}
+    return {a.path for a in track.client(uri).list_artifacts(run_id)}
 
 
 def read_artifact(uri: str, run_id: str, path: str, dst) -> str:
@@ -34,7 +34,7 @@ def test_a_sweep_parent_run_carries_a_figure_a_table_and_a_description_of_its_jo
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
     assert "sweep: 2 jobs FINISHED, 0 FAILED/KILLED, 0 skipped" in out and "WARNING" not in out, out[-3000:]
-    c = mlflow.MlflowClient(uri)
+    c = track.client(uri)
     exp = c.get_experiment_by_name("rethink")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI shows runs, not GenAI
     runs = c.search_runs([exp.experiment_id])

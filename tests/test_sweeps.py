@@ -17,6 +17,8 @@ import mlflow
 import pytest
 from conftest import cli_cmd, cli_env, run_cli, wait_for
 
+from rethink import track
+
 TINY = ["dataset.train_size=200", "dataset.test_size=100"]  # 200 / 128 -> 2 SGD steps per epoch
 # One thread per job: the machine's cores are shared by parallel jobs, and a fixed thread count
 # keeps CPU results bit-identical between processes (the resume test compares them exactly).
@@ -35,14 +37,14 @@ def sqlite_uri(tmp_path) -> str:
 
 def sweep_runs(uri: str) -> tuple[list, list]:
     """(parent runs, job runs) of the store's `rethink` experiment."""
-    c = mlflow.MlflowClient(uri)
+    c = track.client(uri)
     exp = c.get_experiment_by_name("rethink")
     runs = c.search_runs([exp.experiment_id], max_results=1000) if exp else []
     return [r for r in runs if r.data.tags.get("kind") == "sweep"], [r for r in runs if r.data.tags.get("kind") != "sweep"]
 
 
 def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
-    return [(m.step, m.value) for m in mlflow.MlflowClient(uri).get_metric_history(run_id, key)]
+    return [(m.step, m.value) for m in track.client(uri).get_metric_history(run_id, key)]
 
 
 def check_sweep(uri: str, jobs: int, epochs: int) -> None:
@@ -59,7 +61,7 @@ def check_sweep(uri: str, jobs: int, epochs: int) -> None:
     for r in children:
         for key in CURVES:
             assert [s for s, _ in history(uri, r.info.run_id, key)] == [2 * e for e in range(1, epochs + 1)], key
-    artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(children[0].info.run_id)}
+    artifacts = {a.path for a in track.client(uri).list_artifacts(children[0].info.run_id)}
     assert {"config.yaml", "final_metrics.json", "learning_curve.png"} <= artifacts
 
 
@@ -112,7 +114,7 @@ def test_killed_job_resumes_from_checkpoint_and_matches_uninterrupted_run(tmp_pa
         log.close()
     assert proc.returncode != 0
     parents, children = sweep_runs(uri)
-    killed = mlflow.MlflowClient(uri).get_run(running.info.run_id)
+    killed = track.client(uri).get_run(running.info.run_id)
     assert killed.info.status == "KILLED" and "killed" in killed.data.tags["failure_reason"]
     assert parents[0].info.status == "FAILED" and parents[0].data.tags["jobs_failed"] == "1"
     assert parents[0].data.tags["jobs_finished"] == "1"
@@ -124,7 +126,7 @@ def test_killed_job_resumes_from_checkpoint_and_matches_uninterrupted_run(tmp_pa
     assert out.count("skip: an identical job") == 1 and out.count("resuming run") == 1
     parents, children = sweep_runs(uri)
     assert len(children) == 2 and {r.info.status for r in children} == {"FINISHED"}  # no new run
-    resumed = mlflow.MlflowClient(uri).get_run(running.info.run_id)
+    resumed = track.client(uri).get_run(running.info.run_id)
     tags = resumed.data.tags
     assert resumed.info.status == "FINISHED" and tags["resumes"] == "1" and "failure_reason" not in tags
     assert 5 <= int(tags["resumed_from_epoch"]) < epochs and int(tags["resumed_from_epoch"]) % 5 == 0
@@ -170,7 +172,7 @@ def test_running_runs_are_stale_only_when_their_process_is_gone(tmp_path):
 
     uri = sqlite_uri(tmp_path)
     exp = track.ensure_experiment(uri, "rethink")
-    c = mlflow.MlflowClient(uri)
+    c = track.client(uri)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     dead = f"{socket.gethostname()}:{gone.pid}:1"
@@ -194,7 +196,7 @@ def test_a_job_killed_before_its_first_checkpoint_is_trained_again_in_a_new_run(
     uri = sqlite_uri(tmp_path)
     (first,) = sweep_runs(uri)[1]
     # Make it look like a job that was killed: RUNNING, its process gone, no checkpoint.
-    c = mlflow.MlflowClient(uri)
+    c = track.client(uri)
     c.update_run(first.info.run_id, status="RUNNING")
     c.set_tag(first.info.run_id, "process", f"{socket.gethostname()}:999999999:1")
     res = run_cli(args, tmp_path, data_root, env=ONE_THREAD)
