@@ -221,15 +221,15 @@ def cache_dir(root: Path) -> Path:
     return Path(os.environ.get("RETHINK_CACHE") or root / ".rethink-cache")
 
 
-def cached_file(path: Path, read: Callable[[Path], T | None], make: Callable[[], T], write: Callable[[T, Path], None],
+def cached_file(path: Path, load: Callable[[Path], T], make: Callable[[], T], write: Callable[[T, Path], None],
                 doing: str) -> T:
-    """The value cached at `path`: `read(path)` (None where there is no sound file), else `make()`, written
-    atomically with `write(value, tmp)`. Parallel jobs make it once between them: one holds `<path>.lock`
-    while the others wait for its file (on a fresh machine they would all decode at once, for minutes)."""
-    if (value := read(path)) is not None:
+    """The value cached at `path`, `load(path)`; else (no file, or one that does not load: logged and deleted)
+    `make()`, written atomically with `write(value, tmp)`. Parallel jobs make it once between them: one holds
+    `<path>.lock` while the others wait for its file (on a fresh machine they would all decode at once, for minutes)."""
+    if (value := _load_sound(path, load, doing)) is not None:
         return value
     with filelock.exclusive(path.with_suffix(".lock"), f"waiting for another process {doing} ({path})", optional=True):
-        if (value := read(path)) is not None:
+        if (value := _load_sound(path, load, doing)) is not None:
             return value
         value = make()
         try:
@@ -241,6 +241,20 @@ def cached_file(path: Path, read: Callable[[Path], T | None], make: Callable[[],
         except OSError as e:
             log.warning("could not write the data cache %s (%s); it is made again next time", path, e)
     return value
+
+
+def _load_sound(path: Path, load: Callable[[Path], T], doing: str) -> T | None:
+    """`load(path)`; None when there is no file, or when it does not load whole (then it is logged and deleted)."""
+    if not path.exists():
+        return None
+    try:
+        return load(path)
+    except Exception as e:  # torch.load raises RuntimeError, UnpicklingError, EOFError, ... on a bad file
+        log.warning("the data cache %s is unreadable (%s): deleting it and %s again", path,
+                    str(e).splitlines()[0] if str(e) else type(e).__name__, doing)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
 
 
 def check_root(name: str, root: Path, download: bool) -> None:
@@ -288,26 +302,10 @@ def load_full(name: str, root: Path, download: bool) -> ImageData:
 
 
 def _cached(root: Path, kind: str, source: Path, read: Callable[[], ImageData]) -> ImageData:
-    """`read()`, decoded once (`cached_file`): later calls read the cache file (one that does not read back
-    whole is logged, deleted and decoded again)."""
+    """`read()`, decoded once (`cached_file`): later calls read the cache file."""
     key = hashlib.sha256(f"{kind}:{source.resolve()}".encode()).hexdigest()[:12]
     path = cache_dir(root) / f"{kind}-{key}.pt"
-    return cached_file(path, _read_sound, read, lambda data, tmp: torch.save(vars(data), tmp), f"decoding {kind}")
-
-
-def _read_sound(path: Path) -> ImageData | None:
-    """The cache file's data; None when there is none, or when it does not read back whole (then it is
-    logged and deleted, to be decoded again)."""
-    if not path.exists():
-        return None
-    try:
-        return read_cache(path)
-    except Exception as e:  # torch.load raises RuntimeError, UnpicklingError, EOFError, ... on a bad file
-        log.warning("the data cache %s is unreadable (%s): deleting it and decoding again", path,
-                    str(e).splitlines()[0] if str(e) else type(e).__name__)
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return None
+    return cached_file(path, read_cache, read, lambda data, tmp: torch.save(vars(data), tmp), f"decoding {kind}")
 
 
 def read_cache(path: Path) -> ImageData:

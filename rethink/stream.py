@@ -176,20 +176,14 @@ def index_tree(root: Path, train_dir: str, test_dir: str) -> tuple[np.ndarray, T
         return out[0], out[1], out[2], out[3], classes
 
     # One process scans (a million files take minutes); the other ranks and jobs wait for its file.
-    return cached_file(path, _read_index, scan, lambda index, tmp: torch.save(dict(zip(INDEX_KEYS, index, strict=True)), tmp),
+    return cached_file(path, _load_index, scan, lambda index, tmp: torch.save(dict(zip(INDEX_KEYS, index, strict=True)), tmp),
                        f"indexing {root}")
 
 
-def _read_index(path: Path) -> tuple[np.ndarray, Tensor, np.ndarray, Tensor, list[str]] | None:
-    """The cached index; None when there is none or it does not read back (then the tree is scanned again)."""
-    if not path.exists():
-        return None
-    try:
-        saved = torch.load(path, weights_only=False)
-        return tuple(saved[k] for k in INDEX_KEYS)
-    except Exception as e:  # a truncated or foreign file: scan again
-        log.warning("the index cache %s is unreadable (%s): scanning the tree again", path, type(e).__name__)
-        return None
+def _load_index(path: Path) -> tuple[np.ndarray, Tensor, np.ndarray, Tensor, list[str]]:
+    """The cached index (KeyError, or torch's error, when the file is not one)."""
+    saved = torch.load(path, weights_only=False)
+    return tuple(saved[k] for k in INDEX_KEYS)
 
 
 def central_fraction(img: Tensor, fraction: float) -> Tensor:

@@ -76,13 +76,16 @@ def client(uri: str):
 
     for name in ("alembic", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    if not uri.startswith("sqlite:///") or uri in _opened:
+    def make():
         return mlflow.MlflowClient(tracking_uri=mlflow_uri(uri))
+
+    if not uri.startswith("sqlite:///") or uri in _opened:
+        return make()
     # MlflowClient() opens the store, and MLflow creates and migrates a SQLite store in the first process
     # that opens it: under the lock, so a reader (a report, a test polling a sweep) and a sweep starting
     # together never both migrate (one would fail, "Online migration expected to match one row ...").
     with store_lock(uri):
-        c = retry(lambda: mlflow.MlflowClient(tracking_uri=mlflow_uri(uri)), what="open store")
+        c = retry(make, what="open store")
     _opened.add(uri)
     return c
 
