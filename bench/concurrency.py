@@ -22,20 +22,21 @@ def worker(args: argparse.Namespace) -> None:
 
     from bench.throughput import MODELS
     from rethink.corrupt import Corruption
-    from rethink.data import DatasetSpec
-    from rethink.train import TrainSettings, train
+    from rethink.data.memory import DatasetSpec
+    from rethink.training.fit import fit
+    from rethink.training.settings import TrainSettings
 
     data = Corruption().apply(DatasetSpec(name="cifar10", root=args.data, train_size=args.train_size, test_size=2000).load())
     model_fn, lr = MODELS[args.model]
     torch.manual_seed(0)
     # Warm up (cuDNN autotuner, allocator) before the barrier so only steady-state training is timed.
-    train(model_fn(), Corruption().apply(DatasetSpec(name="cifar10", root=args.data, train_size=1024, test_size=256).load()),
+    fit(model_fn(), Corruption().apply(DatasetSpec(name="cifar10", root=args.data, train_size=1024, test_size=256).load()),
           TrainSettings(lr=lr, max_epochs=1, stop_at_target=False, device=args.device, crop_size=28))
     Path(args.barrier + f".ready{args.rank}").touch()
     while not Path(args.barrier).exists():
         time.sleep(0.01)
     start = time.time()
-    train(model_fn(), data, TrainSettings(lr=lr, max_epochs=args.epochs, stop_at_target=False, device=args.device, crop_size=28))
+    fit(model_fn(), data, TrainSettings(lr=lr, max_epochs=args.epochs, stop_at_target=False, device=args.device, crop_size=28))
     Path(args.barrier + f".done{args.rank}").write_text(json.dumps({"start": start, "end": time.time()}))
 
 

@@ -61,7 +61,7 @@ def job_identity(overrides: list[str]) -> str:
     from hydra import compose, initialize_config_dir
 
     from rethink.__main__ import normalize_argv
-    from rethink.identity import config_hash
+    from rethink.run.identity import config_hash
 
     os.environ["RETHINK_DATA"] = env()["RETHINK_DATA"]  # dataset.root is part of the identity
     with initialize_config_dir(config_dir=str(REPO / "rethink" / "conf"), version_base="1.3"):
@@ -71,7 +71,7 @@ def job_identity(overrides: list[str]) -> str:
 def read_run(store: Path, overrides: list[str]) -> dict:
     """The FINISHED run of these overrides in the store (found by its config hash): its summary
     metrics and train-accuracy curve."""
-    from rethink import track
+    from rethink.run import track
 
     uri = f"sqlite:///{store}/mlflow.db"
     df = track.runs_frame(uri, "rethink", f"tags.config_hash = '{job_identity(overrides)}' and attributes.status = 'FINISHED'")

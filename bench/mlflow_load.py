@@ -49,11 +49,11 @@ class CountRetries(logging.Handler):
 def job(args: tuple) -> dict:
     """One fake job in a writer process: child run, one metric batch per epoch, FINISHED."""
     uri, experiment_id, parent_id, j, epochs, metrics, sleep = args
-    from rethink import track
+    from rethink.run import track
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "View run at ..." line per run
     counter = CountRetries()
-    logging.getLogger("rethink.track").addHandler(counter)
+    logging.getLogger("rethink.run.track").addHandler(counter)
     run_id = track.create_run(uri, experiment_id, f"load-{j}", {"mlflow.parentRunId": parent_id, "job_num": j})
     run = track.JobRun(uri, run_id)
     latencies, first = [], time.time()
@@ -64,7 +64,7 @@ def job(args: tuple) -> dict:
         time.sleep(sleep)
     run.flush()  # every batch in the store before the run ends (what start_run does for a job)
     track.end_run(uri, run_id, "FINISHED")
-    logging.getLogger("rethink.track").removeHandler(counter)
+    logging.getLogger("rethink.run.track").removeHandler(counter)
     return {"run_id": run_id, "job": j, "latencies": latencies, "retries": counter.n, "first": first, "last": time.time()}
 
 
@@ -103,7 +103,7 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 def measure(uri: str, a: argparse.Namespace) -> dict:
-    from rethink import track
+    from rethink.run import track
 
     experiment_id = track.ensure_experiment(uri, "load")  # as the sweep callback does, before any writer
     c = track.client(uri)

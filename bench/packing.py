@@ -1,4 +1,4 @@
-"""Aggregate training throughput against the pack size k (rethink.packed_train: k jobs as one stacked model).
+"""Aggregate training throughput against the pack size k (rethink.training.packed_loop: k jobs as one stacked model).
 
     python -m bench.packing --device cpu --models mlp_1x512,mlp_3x512 --ks 1,2,4,8 --json bench/results/packing-cpu.json
     python -m bench.packing --device cuda --ks 1,2,4,8,16,32
@@ -20,9 +20,10 @@ import torch
 
 from bench.throughput import CPU_SIZES, MODELS, flops_per_image, matmul_peak
 from rethink.corrupt import Corruption
-from rethink.data import DatasetSpec
-from rethink.packed_train import Member, train_pack
-from rethink.train import TrainSettings, train
+from rethink.data.memory import DatasetSpec
+from rethink.training.fit import fit
+from rethink.training.packed_loop import Member, train_pack
+from rethink.training.settings import TrainSettings
 
 
 def measure(name: str, data, k: int, device: str, epochs: int) -> float:
@@ -36,7 +37,7 @@ def measure(name: str, data, k: int, device: str, epochs: int) -> float:
     def run(max_epochs: int) -> None:
         if k == 1:
             torch.manual_seed(0)
-            train(model_fn(), data, settings(max_epochs, 0))
+            fit(model_fn(), data, settings(max_epochs, 0))
             return
         members = []
         for seed in range(k):

@@ -3,7 +3,7 @@
     python -m bench.paper_runs --device cuda --out DIR --runs mlp_1x512:labels:0,mlp_1x512:labels:1 [--budget-s 300]
 
 Each run: full CIFAR-10 (or --train-size), the paper's schedule (LR x0.95 per epoch), stop at
---target train accuracy (eval mode) or --max-epochs. `python -m rethink.importer DIR` logs the JSON
+--target train accuracy (eval mode) or --max-epochs. `python -m rethink.jobs.importer DIR` logs the JSON
 files into the MLflow store as ordinary runs, so the report reads them like any other.
 """
 
@@ -18,8 +18,9 @@ import torch
 
 from bench.throughput import MODELS
 from rethink.corrupt import Corruption
-from rethink.data import DatasetSpec
-from rethink.train import TrainSettings, train
+from rethink.data.memory import DatasetSpec
+from rethink.training.fit import fit
+from rethink.training.settings import TrainSettings
 
 
 def main() -> None:
@@ -51,7 +52,7 @@ def main() -> None:
                           crop_size=28, seed=args.seed, weight_decay=5e-4 if "weight_decay" in regs else 0.0,
                           random_crop="random_crop" in regs, patience=25)
         t0 = time.time()
-        res = train(model_fn(), corrupted, s)
+        res = fit(model_fn(), corrupted, s)
         last = res.history[-1]
         print(f"{spec:<32} {res.stop_reason:<10} epochs {res.epochs:>4}  train {last['train/acc']:.4f}  test {last['test/acc']:.4f}"
               f"  {time.time() - t0:7.1f}s  {res.images_per_s:8.0f} img/s", flush=True)

@@ -11,8 +11,9 @@ from torch.profiler import ProfilerActivity, profile
 
 from bench.throughput import MODELS
 from rethink.corrupt import Corruption
-from rethink.data import DatasetSpec
-from rethink.train import TrainSettings, train
+from rethink.data.memory import DatasetSpec
+from rethink.training.fit import fit
+from rethink.training.settings import TrainSettings
 
 
 def main() -> None:
@@ -26,9 +27,9 @@ def main() -> None:
                                           test_size=args.test_size).load())
     fn, lr = MODELS[args.model]
     s = TrainSettings(lr=lr, max_epochs=1, stop_at_target=False, device="cpu", crop_size=28)
-    train(fn(), data, s)  # warm-up
+    fit(fn(), data, s)  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        train(fn(), data, s)
+        fit(fn(), data, s)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=40))
 
 

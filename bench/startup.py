@@ -3,10 +3,10 @@
     python -m bench.startup [--repeats N] [--json PATH]     # default: 5 / 3 repeats, bench/results/startup-cpu.json
 
 Each figure comes from fresh processes (nothing warm but the OS page cache), median over the repeats:
-  - `python -c "import rethink.job"` (the training job's modules, imported once Hydra has composed), with
+  - `python -c "import rethink.jobs.training"` (the training job's modules, imported once Hydra has composed), with
     `python -c pass` and `python -c "import torch"` for reference;
   - `python -m rethink dataset.train_size=10000 trainer.max_epochs=1` into a new SQLite store in a
-    temporary directory: the time from launch to the per-epoch table header that rethink/job.py logs
+    temporary directory: the time from launch to the per-epoch table header that rethink/jobs/training.py logs
     just before training (interpreter, imports, Hydra, store creation, data from the cache, model,
     MLflow run), to the first epoch's row, and to the process's exit.
 RETHINK_DATA (default: ./data) must hold cifar10/; the first job may decode the data into its cache
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-IMPORTS = {"python -c pass": "pass", "import torch": "import torch", "import rethink.job": "import rethink.job"}
+IMPORTS = {"python -c pass": "pass", "import torch": "import torch", "import rethink.jobs.training": "import rethink.jobs.training"}
 
 
 def env() -> dict[str, str]:

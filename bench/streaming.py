@@ -147,7 +147,8 @@ def one(task: dict) -> dict:
     """One measurement in this (fresh) process: a timed window ("batches" > 0) or a full pass (0)."""
     from torch.utils.data import RandomSampler
 
-    from rethink.stream import FolderImages, StreamSpec, Views, loader
+    from rethink.data.stream_io import FolderImages, Views, loader
+    from rethink.data.streamed import StreamSpec
 
     spec = StreamSpec(name="imagenet", root=task["tree"], image_size=299, train_size=task.get("train_size"),
                       workers=task["workers"])

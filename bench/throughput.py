@@ -23,9 +23,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.conventional import epoch_images_per_s
 from rethink.corrupt import Corruption
-from rethink.data import DatasetSpec
+from rethink.data.memory import DatasetSpec
 from rethink.models import MLP, SmallAlexNet, SmallInception
-from rethink.train import TrainSettings, train
+from rethink.training.fit import fit
+from rethink.training.settings import TrainSettings
 
 SHAPE = (3, 28, 28)
 MODELS = {
@@ -73,7 +74,7 @@ def rethink_throughput(name: str, data, device: str, epochs: int, **opts) -> dic
     torch.manual_seed(0)
     s = TrainSettings(lr=lr, max_epochs=epochs + 1, stop_at_target=False, target_train_acc=1.0, device=device,
                       crop_size=28, **opts)
-    res = train(model_fn(), data, s)
+    res = fit(model_fn(), data, s)
     times = [h["epoch_time"] for h in res.history[1:]]  # the first epoch warms up (allocator, cudnn, compile)
     n = len(data.train_y)
     return {"images_per_s": n / statistics.median(times), "epoch_s": statistics.median(times),

@@ -61,8 +61,8 @@ def handle_signals() -> None:
 def watch_launcher() -> None:
     """In a job worker (joblib, submitit, Ray) on the launcher's host: when the process that launched
     the sweep dies, end this job (SIGTERM to itself, so its run ends KILLED), then this process."""
-    from rethink.callbacks import LAUNCHER_ENV
-    from rethink.lifecycle import process_alive, process_id
+    from rethink.sweep.callbacks import LAUNCHER_ENV
+    from rethink.system.processes import process_alive, process_id
 
     launcher = os.environ.get(LAUNCHER_ENV, "")
     if not launcher or launcher.split(":")[:2] == process_id().split(":")[:2] or process_alive(launcher) is not True:
@@ -89,14 +89,14 @@ CONF = str(Path(__file__).resolve().parent / "conf")
 @hydra.main(version_base="1.3", config_path=CONF, config_name="config")
 def app(cfg: DictConfig) -> dict[str, float]:
     """One Hydra job: training (task=train, the default) or a theory task (rethink.theory.jobs)."""
-    from rethink import redact
+    from rethink.run import redact
 
     redact.install()  # again here: a launcher's worker process does not run main()
     handle_signals()
     watch_launcher()
     # imported here so `--help` and `--cfg` stay fast
     if OmegaConf.select(cfg, "task.name", default="train") == "train":
-        from rethink.job import run
+        from rethink.jobs.training import run
     else:
         from rethink.theory.jobs import run
 
@@ -110,7 +110,7 @@ def app(cfg: DictConfig) -> dict[str, float]:
 def main() -> None:
     """Console entry (`rethink ...` or `python -m rethink ...`): one line, not a traceback, when
     interrupted (Ctrl-C, SIGTERM)."""
-    from rethink import redact
+    from rethink.run import redact
 
     redact.install()  # before Hydra logs the overrides: credentials in mlflow.tracking_uri become ***
     sys.argv = sys.argv[:1] + normalize_argv(sys.argv[1:])

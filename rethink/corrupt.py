@@ -8,14 +8,15 @@ fixed seed the examples randomized at level p are a subset of those randomized a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from rethink.checks import check, in_range, is_int
-from rethink.data import ImageData
+from rethink.data.memory import ImageData
+from rethink.data.streamed import StreamedData
 from rethink.errors import RethinkError
-from rethink.stream import StreamedData
 
 KINDS = ("labels", "shuffled_pixels", "random_pixels", "gaussian")
 
@@ -32,6 +33,7 @@ class CorruptedData:
     changed: Tensor
     num_classes: int
     info: dict = field(default_factory=dict)
+    streamed: ClassVar[bool] = False  # held in memory: `rethink.training.fit` trains it on the device
 
 
 @dataclass
@@ -61,7 +63,7 @@ class Corruption:
     def apply(self, data: ImageData | StreamedData) -> CorruptedData | CorruptedStream:
         """Return the corrupted data set (the input tensors are not modified)."""
         gen = torch.Generator().manual_seed(self.seed)
-        if isinstance(data, StreamedData):
+        if data.streamed:
             return self.apply_to_stream(data, gen)
         n_train = len(data.train_y)
         if self.kind == "labels":
@@ -98,7 +100,7 @@ class Corruption:
 
 @dataclass
 class CorruptedStream:
-    """A streamed data set after label corruption: its images are read per batch (`rethink.stream`)."""
+    """A streamed data set after label corruption: its images are read per batch (`rethink.data.stream_io`)."""
 
     data: StreamedData
     train_y: Tensor
@@ -106,6 +108,7 @@ class CorruptedStream:
     changed: Tensor
     num_classes: int
     info: dict = field(default_factory=dict)
+    streamed: ClassVar[bool] = True  # read batch by batch: `rethink.training.fit` streams it
 
     @property
     def test_y(self) -> Tensor:

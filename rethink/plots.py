@@ -19,7 +19,7 @@ from matplotlib.figure import Figure  # noqa: E402
 THOUSANDS_FROM = 5000
 FORMATS = ("png", "pdf")  # every figure is written as both: PNG for the README, PDF to publish
 # matplotlib is not thread-safe (its text layout and mathtext caches): the jobs of a pack, each in its own
-# thread (rethink.packing), draw and save their figures one at a time under this lock.
+# thread (rethink.training.pack), draw and save their figures one at a time under this lock.
 DRAWING = threading.Lock()
 
 

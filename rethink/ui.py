@@ -16,8 +16,8 @@ import time
 import urllib.request
 import webbrowser
 
-from rethink import track
-from rethink.redact import split_credentials
+from rethink.run import track
+from rethink.run.redact import split_credentials
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from rethink import checkpoint, lifecycle, track
+from rethink.run import checkpoint, lifecycle, track
 
 STATE = {"epoch": 5, "run_id": "r1", "config_hash": "abc", "w": torch.arange(20000, dtype=torch.float32)}
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rethink.corrupt import Corruption
-from rethink.data import ImageData
+from rethink.data.memory import ImageData
 from rethink.errors import RethinkError
 
 

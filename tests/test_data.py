@@ -5,8 +5,10 @@ import pytest
 import torch
 from torchvision.io import encode_jpeg
 
-from rethink import data as data_mod
-from rethink.data import DatasetSpec, stratified_subset
+from rethink.data import memory as data_mod
+from rethink.data import subsets
+from rethink.data.memory import DatasetSpec
+from rethink.data.subsets import stratified_subset
 from rethink.errors import RethinkError
 
 
@@ -260,7 +262,7 @@ def test_stratified_subset_gives_the_size_asked_when_a_class_is_short():
 @pytest.mark.parametrize("size, counts", [(95, [100] * 10), (7, [5, 5, 5]), (10, [4, 4, 4])])
 def test_balanced_quota_is_the_even_split_when_no_class_is_short(size, counts):
     k = len(counts)
-    assert data_mod.balanced_quota(size, counts) == [size // k + (i < size % k) for i in range(k)]
+    assert subsets.balanced_quota(size, counts) == [size // k + (i < size % k) for i in range(k)]
 
 
 # --- the cache ------------------------------------------------------------------------------
@@ -303,8 +305,8 @@ def test_a_corrupt_cache_is_deleted_and_decoded_again(tmp_path, cache, monkeypat
 
 DECODE_SLOWLY = """
 import logging, sys, time
-from rethink import data
-from rethink.data import DatasetSpec
+from rethink.data import memory as data
+from rethink.data.memory import DatasetSpec
 real = data.read_imagefolder
 def slow(root):  # a decode that takes seconds, as CIFAR-10's does: every job starts before the first is done
     print("decoding", flush=True)

@@ -18,7 +18,7 @@ from conftest import (
     wait_for,
 )
 
-from rethink import track
+from rethink.run import track
 
 pytestmark = pytest.mark.slow
 
@@ -100,9 +100,9 @@ def test_tracking_server_outage_fails_the_job_and_the_resumed_run_is_complete(tm
 
 def test_a_run_with_a_gap_in_its_history_ends_failed_not_finished(tmp_path):
     """The check that guards FINISHED: a metric value that never reached the store fails the run."""
-    from rethink import track
     from rethink.errors import IncompleteRunError
-    from rethink.job import check_complete
+    from rethink.jobs.outcome import check_complete
+    from rethink.run import track
 
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     exp = track.ensure_experiment(uri, "rethink")
@@ -118,7 +118,7 @@ def test_a_run_with_a_gap_in_its_history_ends_failed_not_finished(tmp_path):
 
 def test_identical_sweeps_started_together_train_the_job_once(tmp_path, data_root):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    from rethink import track
+    from rethink.run import track
 
     track.ensure_experiment(uri, "rethink")  # an initialised store, as after any earlier sweep
     args = [*LONG, "trainer.max_epochs=30"]

@@ -140,9 +140,10 @@ def test_rows_are_distinct_jobs():
 @pytest.mark.gpu
 def test_training_on_cuda_two_epochs_of_a_tiny_mlp():
     from rethink.corrupt import Corruption
-    from rethink.data import ImageData
+    from rethink.data.memory import ImageData
     from rethink.models import MLP
-    from rethink.train import TrainSettings, train
+    from rethink.training.fit import fit
+    from rethink.training.settings import TrainSettings
 
     g = torch.Generator().manual_seed(0)
     images = lambda n: torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)  # noqa: E731
@@ -152,7 +153,7 @@ def test_training_on_cuda_two_epochs_of_a_tiny_mlp():
     model = MLP((3, 28, 28), 10, [64])
     torch.manual_seed(0)
     s = TrainSettings(lr=0.01, max_epochs=2, stop_at_target=False, device="cuda", crop_size=28, checkpoint_every=0)
-    res = train(model, data, s)
+    res = fit(model, data, s)
     assert next(model.parameters()).is_cuda
     assert res.epochs == 2 and len(res.history) == 2 and res.stop_reason == "max_epochs"
     assert res.steps == 2 * math.ceil(512 / s.batch_size)

@@ -1,7 +1,7 @@
 """A job's identity must not move: a changed hash would silently retrain every FINISHED job.
 
 The hashes below were computed by the code before the architecture change (identity in
-rethink/track.py, 2026-11-28) for composed configs and for the committed imported GPU records.
+rethink/run/track.py, 2026-11-28) for composed configs and for the committed imported GPU records.
 Keys added since then that change what a job computes (`identity.LEGACY_DEFAULTS`) are set to
 their legacy values for `TRAINING`: with them the old hashes must come back exactly.
 """
@@ -13,9 +13,9 @@ import pytest
 from conftest import composed as compose_overrides
 from omegaconf import OmegaConf
 
-from rethink import identity
 from rethink.__main__ import normalize_argv
-from rethink.importer import params_of
+from rethink.jobs.importer import params_of
+from rethink.run import identity
 from rethink.theory.jobs import identity as theory_identity
 
 REPO = Path(__file__).resolve().parents[1]

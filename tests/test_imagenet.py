@@ -15,10 +15,11 @@ import pytest
 import torch
 from conftest import cli_cmd, cli_env, composed, make_image_tree, run_cli
 
-from rethink import track
 from rethink.corrupt import CorruptedStream, Corruption, corrupt_labels
+from rethink.data.stream_io import Views, central_fraction
+from rethink.data.streamed import StreamSpec
 from rethink.errors import RethinkError
-from rethink.stream import StreamSpec, Views, central_fraction
+from rethink.run import track
 
 # A job that trains in seconds on the made tree: 80x80 views, global batch 20 (10 per rank on two ranks).
 SMALL = ["model=inception_v3", "dataset=imagenet", "dataset.num_classes=10", "dataset.image_size=80", "dataset.train_size=60",
@@ -83,7 +84,7 @@ def test_the_inception_views_crop_the_centre_for_evaluation_and_draw_crops_for_t
 
 
 def test_tf_rmsprop_is_tensorflows_update_not_torchs():
-    from rethink.optim import TFRMSprop
+    from rethink.training.optim import TFRMSprop
 
     torch.manual_seed(0)
     p = torch.nn.Parameter(torch.randn(5, dtype=torch.float64))
@@ -264,20 +265,21 @@ def test_a_submitit_job_of_two_tasks_is_one_ddp_job(tmp_path, image_tree, data_r
 
 
 def test_an_imagefolder_streams_when_its_decoded_images_would_not_fit(tmp_path, monkeypatch):
-    from rethink import data
+    from rethink.data import kinds
+    from rethink.data.memory import DatasetSpec
 
     tree = make_image_tree(tmp_path / "tree", classes=2, train=3, val=2, sizes=(32, 32), test_dir="test")
-    assert isinstance(data.imagefolder_spec(name="imagefolder", root=str(tree)), data.DatasetSpec)  # 4 KiB: memory
-    monkeypatch.setattr(data, "STREAM_FRACTION", 1e-9)  # as if this machine had a few bytes of memory
-    streamed = data.imagefolder_spec(name="imagefolder", root=str(tree), crop_size=28)
+    assert isinstance(kinds.imagefolder_spec(name="imagefolder", root=str(tree)), DatasetSpec)  # 4 KiB: memory
+    monkeypatch.setattr(kinds, "STREAM_FRACTION", 1e-9)  # as if this machine had a few bytes of memory
+    streamed = kinds.imagefolder_spec(name="imagefolder", root=str(tree), crop_size=28)
     assert isinstance(streamed, StreamSpec) and streamed.pipeline == "fixed" and streamed.test_dir == "test"
     assert streamed.load().spec.input_shape == (3, 28, 28)
-    assert isinstance(data.imagefolder_spec(stream=False, name="imagefolder", root=str(tree)), data.DatasetSpec)
+    assert isinstance(kinds.imagefolder_spec(stream=False, name="imagefolder", root=str(tree)), DatasetSpec)
 
 
 def test_jpegs_decoded_on_the_device_match_the_workers_decoding(image_tree):
     """dataset.decode=device (nvJPEG on CUDA) runs here on the CPU: the same images as the workers' path."""
-    from rethink.stream import FolderImages, collate_raw, decode_on_device
+    from rethink.data.stream_io import FolderImages, collate_raw, decode_on_device
 
     data = spec(image_tree, train_size=10).load()
     view = Views(data.spec).eval_view
@@ -295,7 +297,7 @@ def test_jpegs_decoded_on_the_device_match_the_workers_decoding(image_tree):
 
 
 def test_a_job_started_as_several_processes_must_say_so(monkeypatch):
-    from rethink.distributed import Group
+    from rethink.training.distributed import Group
 
     monkeypatch.setenv("WORLD_SIZE", "4")  # e.g. torchrun --nproc-per-node=4 with trainer.devices left at 1
     with pytest.raises(RethinkError, match="started as 4 processes .* set trainer.devices=4"):

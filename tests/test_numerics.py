@@ -7,10 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from rethink.corrupt import Corruption
-from rethink.data import ImageData
+from rethink.data.memory import ImageData
 from rethink.models import MLP, SmallAlexNet
-from rethink.preprocess import center_crop, whiten
-from rethink.train import TrainSettings, param_groups, train
+from rethink.training.fit import fit
+from rethink.training.optim import param_groups
+from rethink.training.preprocess import center_crop, whiten
+from rethink.training.settings import TrainSettings
 
 
 def tiny_problem() -> ImageData:
@@ -61,7 +63,7 @@ def test_fast_path_matches_reference_loop(model_fn):
     torch.manual_seed(0)
     ref = reference_loop(model_fn(), data, s)
     torch.manual_seed(0)
-    fast = train(model_fn(), data, s).history
+    fast = fit(model_fn(), data, s).history
     for (loss, train_acc, test_acc), h in zip(ref, fast, strict=True):
         assert h["train/loss"] == pytest.approx(loss, rel=1e-4, abs=1e-5)
         assert h["train/acc"] == pytest.approx(train_acc, abs=1e-6)
@@ -76,5 +78,5 @@ def test_channels_last_follows_the_same_trajectory():
     for layout in (False, True):
         torch.manual_seed(0)
         s = TrainSettings(lr=0.01, max_epochs=3, stop_at_target=False, device="cpu", crop_size=28, channels_last=layout)
-        runs.append([h["train/loss"] for h in train(SmallAlexNet((3, 28, 28), 10), data, s).history])
+        runs.append([h["train/loss"] for h in fit(SmallAlexNet((3, 28, 28), 10), data, s).history])
     assert runs[1] == pytest.approx(runs[0], rel=1e-3)

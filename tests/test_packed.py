@@ -8,13 +8,14 @@ import torch
 from conftest import composed, run_cli, search_runs
 from test_numerics import tiny_problem
 
-from rethink import packing
 from rethink.corrupt import Corruption
-from rethink.data import ImageData
+from rethink.data.memory import ImageData
 from rethink.errors import RethinkError
 from rethink.models import MLP, SmallAlexNet, SmallInception
-from rethink.packed_train import Member, train_pack
-from rethink.train import TrainSettings, train
+from rethink.sweep import packs as packing
+from rethink.training.fit import fit
+from rethink.training.packed_loop import Member, train_pack
+from rethink.training.settings import TrainSettings
 
 MODELS = {
     "mlp_1x512": lambda: MLP((3, 28, 28), 10, [512], init="glorot"),
@@ -53,7 +54,7 @@ def members_and_solos(make, data: ImageData, **kw) -> tuple[list[Member], list[l
     for j, (corruption, own) in enumerate(MEMBERS):
         corrupted, s = corruption.apply(data), settings(**(kw | own))
         torch.manual_seed(own["seed"])
-        solos.append(train(make(), corrupted, s).history)
+        solos.append(fit(make(), corrupted, s).history)
         torch.manual_seed(own["seed"])
         members.append(Member(make(), corrupted, s, done=lambda r, j=j: results.__setitem__(j, r), name=f"m{j}"))
     return members, solos, results
@@ -94,7 +95,7 @@ def test_members_leave_when_they_stop_and_checkpoint_as_solo_runs(float64):
     # The epoch-1 checkpoint resumes solo and follows the packed member's epochs 2 and 3.
     torch.manual_seed(1)
     # (each resume gets its own copy: loading a state dict shares its tensors, which training then updates)
-    resumed = train(make(), corrupted[1], s1, resume=copy.deepcopy(ckpts[0])).history
+    resumed = fit(make(), corrupted[1], s1, resume=copy.deepcopy(ckpts[0])).history
     for a, b in zip(resumed[1:], results[1].history[1:], strict=True):
         assert a["train/loss"] == pytest.approx(b["train/loss"], rel=1e-9) and a["test/acc"] == b["test/acc"]
     # ...and a pack resumes from it too, to the same end.

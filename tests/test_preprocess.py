@@ -3,7 +3,7 @@ import math
 import numpy as np
 import torch
 
-from rethink.preprocess import (
+from rethink.training.preprocess import (
     Preprocess,
     center_crop,
     random_crop,

@@ -5,9 +5,9 @@ import pytest
 import torch
 from conftest import composed
 
-from rethink import identity, record
 from rethink.corrupt import Corruption
-from rethink.data import ImageData
+from rethink.data.memory import ImageData
+from rethink.run import identity, record
 
 
 def test_params_are_the_identity_keys_once_each_with_natural_types():

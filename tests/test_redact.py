@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from rethink import redact, track
+from rethink.run import redact, track
 
 
 @pytest.mark.parametrize("text, want", [

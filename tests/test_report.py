@@ -9,15 +9,16 @@ import pandas as pd
 import pytest
 from conftest import run_cli
 
-from rethink import plots, report, track
+from rethink import plots, report
 from rethink.report import deviations
+from rethink.run import track
 
 SMOKE = "dataset.train_size=200 trainer.max_epochs=2"
 
 
 def record(*, model, level, seed=0, kind="labels", crop=False, wd=0.0, scale="cpu", budget="standard",
            dataset="cifar10", train_size=1000, legacy=False) -> tuple[dict, dict]:
-    """(params, tags) of a training run as rethink.job records it: params in their natural types and
+    """(params, tags) of a training run as rethink.jobs.training records it: params in their natural types and
     tags scale/budget; `legacy`: as older runs did (numbers as floats, scale as param choice.scale, no budget)."""
     params = {"dataset.name": dataset, "model.name": model, "corruption.kind": kind, "corruption.level": level,
               "regularizer.random_crop": crop, "regularizer.flip": False, "regularizer.weight_decay": wd,

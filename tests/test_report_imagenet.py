@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param
 
-from rethink import plots, report, track
-from rethink.identity import natural
+from rethink import plots, report
 from rethink.report import imagenet, runs
+from rethink.run import track
+from rethink.run.identity import natural
 
 STEPS_PER_EPOCH = 1000
 # Per run: (train top-1, train top-5, test top-1, test top-5) at the end of each epoch, as fractions.

@@ -9,8 +9,8 @@ import sys
 import pytest
 from conftest import cli_env
 
-from rethink import stores, track
 from rethink.errors import RethinkError
+from rethink.run import stores, track
 
 TINY = ["dataset.train_size=200", "dataset.test_size=100", "trainer.max_epochs=1"]
 
@@ -102,7 +102,7 @@ def test_the_cli_stops_with_one_line_on_a_bad_store(tmp_path, data_root, fault, 
 
 OPEN_TOGETHER = """
 import sys, time
-from rethink import track
+from rethink.run import track
 uri, role, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
 time.sleep(max(0.0, start - time.time()))  # every process opens the new store at the same moment
 if role == "sweep":

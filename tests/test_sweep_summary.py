@@ -10,7 +10,8 @@ import mlflow
 import pytest
 from conftest import run_cli
 
-from rethink import lifecycle, sweep_summary, track
+from rethink.run import lifecycle, track
+from rethink.sweep import summary as sweep_summary
 
 TINY = ["dataset.train_size=200", "dataset.test_size=100", "trainer.max_epochs=2"]
 NOTE = "mlflow.note.content"
@@ -115,7 +116,7 @@ def test_an_empty_sweep_or_a_failing_summary_never_keeps_the_parent_open(tmp_pat
 
     exp = track.ensure_experiment(uri, "rethink")
     other = lifecycle.open_sweep(uri, exp, str(tmp_path / "sweep2"), {})
-    with caplog.at_level(logging.WARNING, logger="rethink.lifecycle"):
+    with caplog.at_level(logging.WARNING, logger="rethink.run.lifecycle"):
         assert lifecycle.close_sweep(uri, other, False, summarize=broken)["status"] == "FAILED"
     assert track.get_run(uri, other).info.status == "FAILED"
     assert "could not summarise the sweep" in caplog.text and "no figure today" in caplog.text

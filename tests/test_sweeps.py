@@ -17,7 +17,7 @@ import mlflow
 import pytest
 from conftest import cli_cmd, cli_env, run_cli, wait_for
 
-from rethink import track
+from rethink.run import track
 
 TINY = ["dataset.train_size=200", "dataset.test_size=100"]  # 200 / 128 -> 2 SGD steps per epoch
 # One thread per job: the machine's cores are shared by parallel jobs, and a fixed thread count
@@ -168,7 +168,7 @@ def test_diverging_job_fails_with_reason_parent_counts_it_and_the_sweep_goes_on(
 
 
 def test_running_runs_are_stale_only_when_their_process_is_gone(tmp_path):
-    from rethink import lifecycle, track
+    from rethink.run import lifecycle, track
 
     uri = sqlite_uri(tmp_path)
     exp = track.ensure_experiment(uri, "rethink")
@@ -209,7 +209,7 @@ def test_a_job_killed_before_its_first_checkpoint_is_trained_again_in_a_new_run(
 
 
 def test_a_corrupted_checkpoint_is_set_aside_and_the_job_trains_afresh(tmp_path, data_root):
-    from rethink import lifecycle
+    from rethink.run import lifecycle
 
     uri, epochs = sqlite_uri(tmp_path), 120
     args = [f"trainer.max_epochs={epochs}", "trainer.checkpoint_every=5", "trainer.stop_at_target=false", *TINY]

@@ -9,8 +9,8 @@ import pytest
 from conftest import composed, run_cli, search_runs
 from omegaconf import OmegaConf, open_dict
 
-from rethink import identity
 from rethink.errors import RethinkError
+from rethink.run import identity
 from rethink.theory import jobs, options, tasks
 
 THEORY = "rethink-theory"

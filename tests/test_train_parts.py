@@ -1,4 +1,4 @@
-"""The parts train() is built from: LR schedule, stopping rule, runtime policy, statistics, resume."""
+"""The parts fit() is built from: LR schedule, stopping rule, runtime policy, statistics, resume."""
 
 import contextlib
 import warnings
@@ -8,18 +8,15 @@ import torch
 from test_numerics import tiny_problem
 
 from rethink.corrupt import Corruption
-from rethink.data import ImageData
-from rethink.lifecycle import load_checkpoint, save_checkpoint
+from rethink.data.memory import ImageData
 from rethink.models import MLP, SmallAlexNet
-from rethink.progress import StoppingRule
-from rethink.runtime import Runtime, resolve_device, resolve_runtime
-from rethink.train import (
-    DeviceData,
-    TrainSettings,
-    epoch_statistics,
-    lr_at,
-    train,
-)
+from rethink.run.lifecycle import load_checkpoint, save_checkpoint
+from rethink.training.fit import fit
+from rethink.training.memory_loop import DeviceData, epoch_statistics
+from rethink.training.progress import StoppingRule
+from rethink.training.runtime import Runtime, resolve_device, resolve_runtime
+from rethink.training.schedule import lr_at
+from rethink.training.settings import TrainSettings
 
 
 def small_problem(n_train: int, n_test: int):
@@ -150,7 +147,7 @@ def test_resolve_device_on_cpu_only_machine(monkeypatch):
     assert resolve_device("auto", 3) == torch.device("cpu")
 
 
-# --- train() with and without an explicit runtime ------------------------------------------
+# --- fit() with and without an explicit runtime ------------------------------------------
 
 @pytest.mark.parametrize("model_fn", [lambda: MLP((3, 28, 28), 10, [32]), lambda: SmallAlexNet((3, 28, 28), 10)],
                          ids=["mlp", "alexnet"])
@@ -162,7 +159,7 @@ def test_train_with_an_explicit_runtime_equals_train_without(model_fn):
         torch.manual_seed(0)
         model = model_fn()
         rt = resolve_runtime(s, model) if runtime else None
-        res = train(model, data, s, runtime=rt)
+        res = fit(model, data, s, runtime=rt)
         runs.append((without_times(res.history), [p.detach().clone() for p in model.parameters()]))
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1], strict=True))
@@ -173,12 +170,12 @@ def test_train_uses_the_runtime_it_is_given_not_the_settings():
     s = TrainSettings(max_epochs=1, device="cpu", crop_size=28, channels_last=False)
     model = SmallAlexNet((3, 28, 28), 10)
     rt = Runtime(torch.device("cpu"), amp=False, channels_last=True, eval_batch_size=33, cudnn_benchmark=False)
-    train(model, data, s, runtime=rt)
+    fit(model, data, s, runtime=rt)
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert not conv.weight.is_contiguous()
     model = SmallAlexNet((3, 28, 28), 10)
-    train(model, data, s)  # without a runtime: resolved from the settings (contiguous)
+    fit(model, data, s)  # without a runtime: resolved from the settings (contiguous)
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous()
 
@@ -227,7 +224,7 @@ def test_resume_from_a_checkpoint_file_continues_the_uninterrupted_run(tmp_path,
         files.append(path)
 
     torch.manual_seed(0)
-    full = train(MLP((3, 28, 28), 10, [32]), data, s, on_checkpoint=keep)
+    full = fit(MLP((3, 28, 28), 10, [32]), data, s, on_checkpoint=keep)
     assert (full.stop_reason, full.epochs) == stop
     if kind == "labels":
         assert full.fit_epoch == 1 and full.reached[0.3] == (1, 3)
@@ -236,14 +233,14 @@ def test_resume_from_a_checkpoint_file_continues_the_uninterrupted_run(tmp_path,
     assert {"epoch", "step", "best_acc", "best_epoch", "train_time", "model", "optimizer", "gen_state", "device_type",
             "cpu_rng_state", "cuda_rng_state", "result"} == set(state)
     torch.manual_seed(123)  # the resumed run takes its initial weights from the checkpoint
-    resumed = train(MLP((3, 28, 28), 10, [32]), data, s, resume=state)
+    resumed = fit(MLP((3, 28, 28), 10, [32]), data, s, resume=state)
     assert without_times(resumed.history) == without_times(full.history)
     assert (resumed.stop_reason, resumed.epochs, resumed.steps) == (full.stop_reason, full.epochs, full.steps)
     assert (resumed.fit_epoch, resumed.fit_step, resumed.reached) == (full.fit_epoch, full.fit_step, full.reached)
 
 
 def test_duration_reads_short():
-    from rethink.job import duration
+    from rethink.jobs.epoch_table import duration
 
     assert [duration(s) for s in (0.4, 59, 65, 3725)] == ["0s", "59s", "1m05s", "1h02m"]
 
@@ -268,7 +265,7 @@ def test_a_sigterm_dropped_in_a_finalizer_still_stops_training(monkeypatch, loop
     """The job does not train on (it did for 15 s on CI, until the launcher watch's os._exit left its run RUNNING):
     the in-memory and packed loops call `check_stop` every step."""
     from rethink import errors
-    from rethink.packed_train import Member, train_pack
+    from rethink.training.packed_loop import Member, train_pack
 
     monkeypatch.setattr(errors, "_received", [])
     obj = _Finalized()
@@ -278,7 +275,7 @@ def test_a_sigterm_dropped_in_a_finalizer_still_stops_training(monkeypatch, loop
     model, ended = MLP((3, 28, 28), 10, [32]), []
     with pytest.raises(errors.Terminated, match="received signal SIGTERM"):
         if loop == "train":
-            train(model, small_problem(96, 32), s)
+            fit(model, small_problem(96, 32), s)
         else:
             train_pack([Member(model, small_problem(96, 32), s, done=ended.append)])
     assert loop == "train" or isinstance(ended[0], errors.Terminated)

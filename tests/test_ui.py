@@ -13,7 +13,8 @@ from pathlib import Path
 
 from conftest import REPO, free_port
 
-from rethink import track, ui
+from rethink import ui
+from rethink.run import track
 
 
 def test_help_explains_the_corruption_shorthand_examples_and_where_runs_go():

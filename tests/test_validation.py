@@ -7,7 +7,7 @@ from test_data import write_tree
 
 from rethink.errors import RethinkError
 from rethink.models import MLP, SmallInception, count_params
-from rethink.train import TrainSettings
+from rethink.training.settings import TrainSettings
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -1,5 +1,5 @@
 """`hydra/launcher=packed`: a sweep's compatible training jobs trained in packs of up to `k`, each pack in
-this process as one stacked model (`rethink.packing`, `rethink.packed_train`); every job keeps its own
+this process as one stacked model (`rethink.sweep.packs`, `rethink.training.pack`); every job keeps its own
 MLflow run, skip and resume. Packs are made of the jobs that will train: one whose identical run already
 FINISHED in the store is planned alone (and skipped). Jobs that cannot be packed (theory tasks,
 `trainer.compile=true`, streamed data sets, a pack of one) run one after the other as Hydra's basic launcher runs
@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class PackedLauncherConf:
     _target_: str = "hydra_plugins.rethink_packed_launcher.packed_launcher.PackedLauncher"
-    # members per pack: auto (rethink.packing.auto_k: from the device and its free memory) or a number
+    # members per pack: auto (rethink.sweep.packs.auto_k: from the device and its free memory) or a number
     k: Any = "auto"
-    # packs trained at once, each in its own worker process (joblib's loky): auto (rethink.packing.auto_processes:
+    # packs trained at once, each in its own worker process (joblib's loky): auto (rethink.sweep.packs.auto_processes:
     # 1 on a CPU, 2 on a GPU) or a number
     processes: Any = "auto"
 
@@ -62,7 +62,7 @@ class PackedLauncher(Launcher):
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from rethink import packing
+        from rethink.sweep import packs as packing
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None

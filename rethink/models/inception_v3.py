@@ -49,7 +49,7 @@ def build(num_classes: int, in_shape: list[int] | tuple[int, int, int], aux_logi
     code's, `tf_init`) or "torch" (torchvision's own: std 0.1 for the logits too, truncated only at +-2).
 
     `aux_logits`: true | false | auto (on where the input allows it). In training mode the model returns
-    (logits, aux_logits) when the head is on; `rethink.stream_train` weighs the auxiliary loss.
+    (logits, aux_logits) when the head is on; `rethink.training.stream_loop` weighs the auxiliary loss.
     """
     from torchvision.models import inception_v3
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from rethink import track
-from rethink.redact import redact
 from rethink.report import readme
 from rethink.report.deviations import deviations_section
 from rethink.report.figures import fig1a, fig1b, fig1c, fig2b, save_figures
@@ -41,6 +39,8 @@ from rethink.report.runs import (
 )
 from rethink.report.tables import TABLE4_NOTE, fig1_frame, fig1_table, markdown, table1, table4
 from rethink.report.wd_sweep import sweep_figure, sweep_frame, sweep_markdown
+from rethink.run import track
+from rethink.run.redact import redact
 
 __all__ = ["PAPER_FIG1C_P0", "PAPER_TABLE1", "PAPER_TABLE2", "PAPER_TABLE4", "STANDARD", "cifar_runs",
            "deviations_section", "fig1_frame", "fig1_table", "fig1a", "fig1b", "fig1c", "fig2a", "fig2b",

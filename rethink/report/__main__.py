@@ -6,9 +6,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from rethink import track
 from rethink.report import log_report, write_report
 from rethink.report.runs import STANDARD
+from rethink.run import track
 
 
 def main() -> None:

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from rethink import plots, track
+from rethink import plots
 from rethink.plots import plt
 from rethink.report.paper import FIG1_MODELS, FIG1A_CURVES, NUM_CLASSES, PAPER_FIG1C_P0
 from rethink.report.runs import train_sizes
 from rethink.report.tables import fig1_runs, select
+from rethink.run import track
 
 MODEL_COLORS = {"inception": "C0", "alexnet": "C1", "mlp_1x512": "C2"}  # one colour per model in every figure
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from rethink import track
+from rethink.run import track
 
 STANDARD = ("standard",)  # the budgets the paper tables use by default
 UNTAGGED = "untagged"  # the budget of a run recorded before runs were tagged with one

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from rethink.record import DEFAULT_WD
 from rethink.report.paper import FIG1_MODELS, PAPER_TABLE1, PAPER_TABLE4
 from rethink.report.runs import CIFAR
+from rethink.run.record import DEFAULT_WD
 
 FIG1_COLUMNS = ["model", "level", "runs", "fit", "test_error", "relative_time", "censored", "p0_censored",
                 "time to overfit / p=0"]

@@ -8,10 +8,10 @@ import pandas as pd
 
 from rethink import plots
 from rethink.plots import plt
-from rethink.record import DEFAULT_WD
 from rethink.report.figures import MODEL_COLORS, figure_title, legend_proxy, model_label
 from rethink.report.paper import NUM_CLASSES, PAPER_WD_ALEXNET
 from rethink.report.tables import fmt, markdown
+from rethink.run.record import DEFAULT_WD
 
 MODELS = ("alexnet", "mlp_1x512")
 COLUMNS = ["model", "weight_decay", "runs", "fit", "train_acc", "train_std", "test_acc", "test_std", "stop_reason"]

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rethink import plots, track
-from rethink.identity import flatten, task_hash
+from rethink import plots
+from rethink.run import track
+from rethink.run.identity import flatten, task_hash
 from rethink.theory.options import TASKS, TaskOptions, parse, validate
 from rethink.theory.tasks import Outcome, Runner, expressivity, kernel, minnorm
 
@@ -53,7 +54,7 @@ def run_name(opts: TaskOptions | Mapping[str, Any]) -> str:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Run one theory job and return its metrics (skipped if an identical job already FINISHED)."""
-    from rethink import runner
+    from rethink.run import runner
 
     opts = validate(cfg.task)
     experiment = f"{cfg.mlflow.experiment}{EXPERIMENT_SUFFIX}"

@@ -54,7 +54,7 @@ def data_root(cfg: DictConfig) -> tuple[str, bool]:
 
 def load_images(cfg: DictConfig, opts: ExpressivityOptions | KernelOptions):
     """The stratified train/test subsets of CIFAR-10 or MNIST as uint8 NCHW tensors (subset seed 0)."""
-    from rethink.data import DatasetSpec
+    from rethink.data.memory import DatasetSpec
 
     root, download = data_root(cfg)
     spec = DatasetSpec(name=opts.data, root=root, download=download, train_size=opts.train_size,

@@ -4,7 +4,7 @@ run's description (`mlflow.note.content`, shown on its MLflow page) with the out
 
 Jobs are the parent's children (tag `mlflow.parentRunId`) and the earlier runs its `skipped.<n>`
 tags point to (identical jobs that had FINISHED before). Reads and writes the store through
-`rethink.track`.
+`rethink.run.track`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 
 import pandas as pd
 
-from rethink import track
 from rethink.plots import Figure, plt
 from rethink.regularizers import switched_on
+from rethink.run import track
 
 log = logging.getLogger(__name__)
 

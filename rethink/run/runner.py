@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rethink import lifecycle, track
+from rethink.run import lifecycle, track
 
 log = logging.getLogger("rethink")
 

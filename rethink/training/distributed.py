@@ -20,7 +20,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from rethink.errors import RethinkError
+from rethink.system.processes import process_alive, process_id
 
 log = logging.getLogger("rethink")
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -67,8 +68,10 @@ class Group:
         self.set_env: dict[str, str | None] = {}
         self.released = False
 
-    def start(self, devices: int, cfg_container: dict, cuda: bool) -> None:
-        """Join (or, when alone, create) a group of `devices` ranks and initialize torch.distributed."""
+    def start(self, devices: int, entry: Callable[[Any], Any], job: Any, cuda: bool) -> None:
+        """Join (or, when alone, create) a group of `devices` ranks and initialize torch.distributed. Ranks spawned
+        here run `entry(job)` (a module-level function and a picklable description of the job: the caller's, so this
+        module never imports the job)."""
         outside = int(os.environ.get("WORLD_SIZE", 0)) or submitit_task_count()  # ranks a launcher started
         if devices == 1 and outside > 1:
             raise RethinkError(f"this job was started as {outside} processes (torchrun or submitit tasks) but "
@@ -76,7 +79,7 @@ class Group:
         if devices == 1:
             return
         if "WORLD_SIZE" not in os.environ and not submitit_tasks():
-            self.spawn_local(devices, cfg_container)
+            self.spawn_local(devices, entry, job)
         n = world().size
         if n != devices:
             raise RethinkError(f"trainer.devices={devices} but the job has {n} ranks (WORLD_SIZE={n}): use "
@@ -90,18 +93,16 @@ class Group:
         dist.init_process_group(backend, timeout=TIMEOUT)
         log.info("rank %d of %d (%s backend) joined", world().rank, n, backend)
 
-    def spawn_local(self, devices: int, cfg_container: dict) -> None:
+    def spawn_local(self, devices: int, entry: Callable[[Any], Any], job: Any) -> None:
         """Become rank 0 and start ranks 1..devices-1 on this machine (torchrun's environment variables)."""
         import multiprocessing as mp
 
         env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(devices),
                "LOCAL_WORLD_SIZE": str(devices)}
         ctx = mp.get_context("spawn")
-        from rethink.lifecycle import process_id
-
         for rank in range(1, devices):
             child = ctx.Process(target=rank_main, name=f"rethink-rank{rank}",
-                                args=(cfg_container, env | {"RANK": str(rank), "LOCAL_RANK": str(rank)}, process_id()))
+                                args=(entry, job, env | {"RANK": str(rank), "LOCAL_RANK": str(rank)}, process_id()))
             child.start()
             self.children.append(child)
         for k, v in (env | {"RANK": "0", "LOCAL_RANK": "0"}).items():
@@ -218,14 +219,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rank_main(cfg_container: dict, env: dict[str, str], parent: str) -> None:
-    """A spawned rank: the job's config in this rank's environment; ends itself if rank 0's process dies."""
+def rank_main(entry: Callable[[Any], Any], job: Any, env: dict[str, str], parent: str) -> None:
+    """A spawned rank: `entry(job)` in this rank's environment; ends itself if rank 0's process dies."""
     os.environ.update(env)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: rank 0 ends the job
     logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s][rank {env['RANK']}][%(levelname)s] - %(message)s")
-    from omegaconf import OmegaConf
-
-    from rethink.lifecycle import process_alive
 
     def watch() -> None:
         while process_alive(parent):
@@ -233,6 +231,4 @@ def rank_main(cfg_container: dict, env: dict[str, str], parent: str) -> None:
         os._exit(1)  # rank 0 is gone: nothing this rank computes can be recorded
 
     threading.Thread(target=watch, daemon=True, name="rethink-rank0-watch").start()
-    from rethink.job import run
-
-    run(OmegaConf.create(cfg_container))
+    entry(job)

@@ -1,7 +1,7 @@
 """Credentials in URIs (`http://user:pass@host`) never leave the process in clear.
 
 `redact` is the one function that hides them: `scheme://user:pass@` becomes `scheme://***@`. It is
-applied to everything rethink writes to MLflow (params, tags, dict artifacts: `rethink.track`), to
+applied to everything rethink writes to MLflow (params, tags, dict artifacts: `rethink.run.track`), to
 every log record of a process (`install`: at the record's creation, so it holds for the handlers
 Hydra configures and re-configures per job) and to what the launching process prints on its console
 (Hydra's job-failure report, tracebacks). MLflow itself gets the URI without credentials and the

@@ -2,17 +2,17 @@
 
 The members' parameters and buffers are stacked (`torch.func.stack_module_state`) and one forward
 and backward pass runs them all through `torch.func.vmap` (grouped convolutions and batched matmuls
-underneath). Each member keeps what a solo run (`rethink.train.train`) has: its own initial weights,
-data and corruption, data order and augmentation draws (its own generator, drawn in the solo order),
-LR schedule, weight decay, momentum, stopping rule, epoch records and checkpoints, in the solo format
-(a packed job resumes solo and the other way round). A member that stops leaves the pack; the others
-go on. SGD is written out on the stacked tensors with the arithmetic of `torch.optim.SGD`.
+underneath). Each member keeps what a solo run (`rethink.training.memory_loop`) has, from the same setup
+(`rethink.training.setup.start`): its own initial weights, data and corruption, data order and augmentation draws
+(its own generator, drawn in the solo order), LR schedule, weight decay, momentum, stopping rule, epoch records
+and checkpoints, in the solo format (a packed job resumes solo and the other way round). A member that stops
+leaves the pack; the others go on. SGD is written out on the stacked tensors with the arithmetic of
+`torch.optim.SGD`; what the stacked loop cannot do (`unsupported`) keeps a job out of packs.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -24,28 +24,17 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from rethink.corrupt import CorruptedData
 from rethink.errors import DivergenceError, RethinkError, check_stop
-from rethink.preprocess import Preprocess
-from rethink.progress import (
-    LoopState,
-    StoppingRule,
-    TrainResult,
-    checkpoint_state,
-    restore_checkpoint,
-)
-from rethink.runtime import Runtime, full_precision, resolve_runtime
-from rethink.train import (
-    DeviceData,
-    TrainSettings,
-    epoch_statistics,
-    lr_at,
-    param_groups,
-    stage_data,
-)
+from rethink.training import setup
+from rethink.training.memory_loop import DeviceData, epoch_statistics, stage_data
+from rethink.training.progress import TrainResult
+from rethink.training.runtime import Runtime, full_precision, resolve_runtime
+from rethink.training.schedule import steps_per_epoch
+from rethink.training.settings import TrainSettings
 
 
 @dataclass
 class Member:
-    """One job of a pack: what `rethink.train.train` takes, and `done`, which receives its
+    """One job of a pack: what `rethink.training.fit` takes, and `done`, which receives its
     `TrainResult` (or the exception that ended it) when it leaves the pack."""
 
     model: nn.Module
@@ -61,20 +50,36 @@ class Member:
 
 @dataclass
 class _Live:
-    """A member while it trains: its staged data, preprocessing, generator, loop state, LR period."""
+    """A member while it trains: its staged data and its loop (`rethink.training.setup.Loop`)."""
 
     m: Member
     d: DeviceData
-    pre: Preprocess
-    gen: torch.Generator
-    st: LoopState
-    period: int
+    loop: setup.Loop
     t_start: float = field(default_factory=time.perf_counter)
 
 
+def unsupported(s: TrainSettings, dropout: float) -> str | None:
+    """Why a job with settings `s` (and dropout rate `dropout`) cannot train in a pack, or None if it can. The
+    stacked loop implements SGD with momentum on data held on the device, without label smoothing; dropout draws
+    (one per member under vmap) would not be the solo run's; `torch.compile` is not applied to the stacked model."""
+    reasons = [(s.optimizer != "sgd", f"trainer.optimizer={s.optimizer} (the stacked loop is SGD)"),
+               (bool(s.label_smoothing), f"trainer.label_smoothing={s.label_smoothing}"),
+               (s.compile, "trainer.compile=true"), (dropout > 0, f"regularizer.dropout={dropout} (random draws)"),
+               (s.devices > 1, f"trainer.devices={s.devices}")]
+    return next((why for bad, why in reasons if bad), None)
+
+
+def model_dropout(model: nn.Module) -> float:
+    """The largest dropout rate among `model`'s dropout layers (0 without any)."""
+    return max((float(m.p) for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)), default=0.0)
+
+
 def check_compatible(members: list[Member]) -> None:
-    """Members must share the architecture (same parameter names and shapes), the training set size and
-    the batch size, so that every step stacks one batch of each."""
+    """Members must be packable (`unsupported`) and share the architecture (same parameter names and shapes), the
+    training set size and the batch size, so that every step stacks one batch of each."""
+    for m in members:
+        if why := unsupported(m.settings, model_dropout(m.model)):
+            raise RethinkError(f"cannot pack {m.name or 'a job'}: {why}; train it alone")
     first = members[0]
     shapes = {n: p.shape for n, p in first.model.named_parameters()}
     for m in members[1:]:
@@ -92,15 +97,10 @@ def pack_runtime(members: list[Member]) -> Runtime:
     return replace(resolve_runtime(members[0].settings, members[0].model), channels_last=False)
 
 
-def _optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.SGD:
-    """The solo run's optimizer for `model` (what its checkpoints hold)."""
-    return torch.optim.SGD(param_groups(model, s.weight_decay, s.weight_decay_on), lr=s.lr, momentum=s.momentum)
-
-
 class _Stack:
     """The live members' parameters, buffers and momentum buffers, stacked along a leading member axis."""
 
-    def __init__(self, models: list[nn.Module], opts: list[torch.optim.SGD]) -> None:
+    def __init__(self, models: list[nn.Module], opts: list[torch.optim.Optimizer]) -> None:
         params, self.buffers = stack_module_state(models)
         self.params = {n: p.detach().requires_grad_() for n, p in params.items()}
         # torch.optim.SGD starts a momentum buffer as the first update itself: 0.9 * 0 + d == d, exactly.
@@ -117,7 +117,7 @@ class _Stack:
         self.buffers = {n: b[idx] for n, b in self.buffers.items()}
         self.momentum = {n: b[idx] for n, b in self.momentum.items()}
 
-    def unstack_into(self, row: int, model: nn.Module, opt: torch.optim.SGD, stepped: bool) -> None:
+    def unstack_into(self, row: int, model: nn.Module, opt: torch.optim.Optimizer, stepped: bool) -> None:
         """Write member `row` back into its own model and solo optimizer (for its checkpoint or result)."""
         with torch.no_grad():
             named = dict(model.named_parameters())
@@ -158,7 +158,7 @@ def _evaluate(base: nn.Module, stack: _Stack, xs: Tensor, ys: Tensor, batch: int
 def _decay_mask(base: nn.Module, live: list[_Live], device: torch.device) -> dict[str, Tensor]:
     """Per parameter name, each member's weight decay coefficient (0 where `weights` spares 1-d params)."""
     shapes = {n: p.shape for n, p in base.named_parameters()}
-    return {n: torch.tensor([lv.m.settings.weight_decay if (lv.m.settings.weight_decay_on == "all" or len(shape) > 1)
+    return {n: torch.tensor([lv.loop.settings.weight_decay if (lv.loop.settings.weight_decay_on == "all" or len(shape) > 1)
                              else 0.0 for lv in live], device=device) for n, shape in shapes.items()}
 
 
@@ -177,75 +177,58 @@ def train_pack(members: list[Member], runtime: Runtime | None = None) -> None:
     rt = runtime or pack_runtime(members)
     rt.activate()
     live: list[_Live] = []
-    opts: list[torch.optim.SGD] = []
     for m in members:
-        s = m.settings
-        m.model.to(rt.device)
-        opt = _optimizer(m.model, s)
-        pre = Preprocess(s.crop_size, s.random_crop, s.flip, s.rotate)
-        gen = torch.Generator(device=rt.device).manual_seed(s.seed + 1)
-        d = stage_data(m.data, pre, rt)
-        stop = StoppingRule(s.target_train_acc, s.stop_at_target, s.patience)
-        st = restore_checkpoint(m.resume, m.model, opt, gen, rt.device, stop) if m.resume else LoopState(stop)
-        live.append(_Live(m, d, pre, gen, st, s.lr_decay_period or math.ceil(len(d.train_y) / s.batch_size)))
-        opts.append(opt)
+        loop = setup.start(m.model, m.settings, rt, steps_per_epoch(len(m.data.train_y), m.settings.batch_size), m.resume)
+        live.append(_Live(m, stage_data(m.data, loop.pre, rt), loop))
     base = copy.deepcopy(members[0].model).to("meta")
     base.train()
-    stack = _Stack([lv.m.model for lv in live], opts)
+    stack = _Stack([lv.loop.model for lv in live], [lv.loop.opt for lv in live])
     try:
-        _loop(base, stack, live, opts, rt)
+        _loop(base, stack, live, rt)
     except BaseException as e:
         for lv in live:
             lv.m.done(e)
         raise
 
 
-def _leave(j: int, live: list[_Live], opts: list, stack: _Stack, reason: str | BaseException | None) -> None:
+def _leave(j: int, live: list[_Live], stack: _Stack, error: BaseException | None) -> None:
     """Member `j` is done: its weights go back into its model, its result (or error) to `done`."""
     lv = live[j]
-    stack.unstack_into(j, lv.m.model, opts[j], lv.st.step > 0)
-    if isinstance(reason, BaseException):
-        lv.m.done(reason)
-    else:
-        if reason:
-            lv.st.result.stop_reason = reason
-        res = lv.st.result_so_far()
-        res.wall_time = time.perf_counter() - lv.t_start
-        res.train_time = lv.st.train_time
-        res.images_per_s = len(lv.d.train_y) * res.epochs / max(sum(h["epoch_time"] for h in res.history), 1e-9)
-        lv.m.done(res)
+    loop = lv.loop
+    stack.unstack_into(j, loop.model, loop.opt, loop.state.step > 0)
+    lv.m.done(error if error is not None else loop.state.finish(lv.t_start, len(lv.d.train_y)))
     rows = [i for i in range(len(live)) if i != j]
-    del live[j], opts[j]
+    del live[j]
     if live:
         stack.keep(rows)
 
 
-def _loop(base: nn.Module, stack: _Stack, live: list[_Live], opts: list, rt: Runtime) -> None:
+def _loop(base: nn.Module, stack: _Stack, live: list[_Live], rt: Runtime) -> None:
     """Epochs of the whole pack until every member has left it."""
     for j in reversed(range(len(live))):  # resumed past its budget already
-        if live[j].st.epoch >= live[j].m.settings.max_epochs:
-            _leave(j, live, opts, stack, None)
+        if live[j].loop.state.epoch >= live[j].loop.settings.max_epochs:
+            _leave(j, live, stack, None)
     fwd = _stacked_forward(base)
     members_of: tuple[int, ...] = ()
     while live:
         t0 = time.perf_counter()
-        k, n, bs = len(live), len(live[0].d.train_y), live[0].m.settings.batch_size
+        k, n, bs = len(live), len(live[0].d.train_y), live[0].loop.settings.batch_size
         if members_of != tuple(map(id, live)):  # the pack changed: restack what stays fixed while it does not
             members_of = tuple(map(id, live))
             wd = _decay_mask(base, live, rt.device)
-            momentum = torch.tensor([lv.m.settings.momentum for lv in live], device=rt.device)
+            momentum = torch.tensor([lv.loop.settings.momentum for lv in live], device=rt.device)
             eval_sets = [(torch.stack([getattr(lv.d, x) for lv in live]), torch.stack([getattr(lv.d, y) for lv in live]))
                          for x, y in (("train_ready", "train_y"), ("test_ready", "test_y"))]
-        perms = [torch.randperm(n, device=rt.device, generator=lv.gen) for lv in live]
+        perms = [torch.randperm(n, device=rt.device, generator=lv.loop.gen) for lv in live]
         loss_sum = torch.zeros(k, device=rt.device)
         hits = torch.zeros(k, device=rt.device, dtype=torch.long)
         lrs = [0.0] * k
         for i in range(0, n, bs):
             check_stop()  # a stop signal whose exception was lost (rethink.errors.check_stop)
-            lrs = [lr_at(lv.st.step, lv.m.settings.lr, lv.m.settings.lr_decay, lv.period) for lv in live]
+            lrs = [lv.loop.lr() for lv in live]
             idx = [p[i : i + bs] for p in perms]
-            xb = torch.stack([lv.pre.train(lv.d.train_raw[ix], lv.gen) if lv.pre.augments else lv.d.train_ready[ix]
-                              for lv, ix in zip(live, idx, strict=True)])
+            xb = torch.stack([lv.loop.pre.train(lv.d.train_raw[ix], lv.loop.gen) if lv.loop.pre.augments
+                              else lv.d.train_ready[ix] for lv, ix in zip(live, idx, strict=True)])
             yb = torch.stack([lv.d.train_y[ix] for lv, ix in zip(live, idx, strict=True)])
             with rt.autocast():
                 out = fwd(stack.params, stack.buffers, xb)
@@ -261,33 +244,30 @@ def _loop(base: nn.Module, stack: _Stack, live: list[_Live], opts: list, rt: Run
             loss_sum += losses.detach() * yb.shape[1]
             hits += (out.detach().argmax(-1) == yb).sum(1)
             for lv in live:
-                lv.st.step += 1
+                lv.loop.state.step += 1
         if rt.on_cuda:
             torch.cuda.synchronize()
         train_time = time.perf_counter() - t0
         eb = rt.eval_batch_size
         train_eval, test_eval = (_evaluate(base, stack, xs, ys, eb, rt) for xs, ys in eval_sets)
         running = (loss_sum / n).tolist()
-        leaving: list[tuple[int, str | BaseException | None]] = []
+        leaving: list[tuple[int, BaseException | None]] = []
         for j, lv in enumerate(live):
-            st, s = lv.st, lv.m.settings
+            loop = lv.loop
+            st = loop.state
             st.train_time += train_time
             epoch = st.epoch + 1
-            if not math.isfinite(running[j]):
-                leaving.append((j, DivergenceError(f"training diverged: loss is {running[j]} at epoch {epoch} "
-                                                   f"(lr={lrs[j]:.4g})")))
+            try:
+                setup.check_finite(running[j], epoch, lrs[j])
+            except DivergenceError as e:  # ends this member only
+                leaving.append((j, e))
                 continue
             stats = epoch_statistics(epoch, st.step, lrs[j], running[j], float(hits[j]) / n, train_eval[j],
                                      test_eval[j], lv.d, t0)
-            st.result.history.append(stats)
-            st.epoch = epoch
-            reason = st.stop.update(epoch, st.step, stats["train/acc"])
-            if lv.m.on_epoch:
-                lv.m.on_epoch(stats)
-            if reason or epoch >= s.max_epochs:
-                leaving.append((j, reason))
-            elif lv.m.on_checkpoint and s.checkpoint_every and epoch % s.checkpoint_every == 0:
-                stack.unstack_into(j, lv.m.model, opts[j], st.step > 0)
-                lv.m.on_checkpoint(checkpoint_state(st, lv.m.model, opts[j], lv.gen, rt.device))
-        for j, reason in reversed(leaving):
-            _leave(j, live, opts, stack, reason)
+            if st.close_epoch(epoch, stats, lv.m.on_epoch) or epoch >= loop.settings.max_epochs:
+                leaving.append((j, None))
+            elif lv.m.on_checkpoint and loop.checkpoint_due(epoch):
+                stack.unstack_into(j, loop.model, loop.opt, st.step > 0)
+                lv.m.on_checkpoint(loop.checkpoint())
+        for j, error in reversed(leaving):
+            _leave(j, live, stack, error)

@@ -11,8 +11,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rethink import identity
 from rethink.regularizers import switched_on
+from rethink.run import identity
 
 # Command-line overrides that change neither the budget nor the protocol of a job: the choice of
 # the experiment itself (groups, corruption level, seed) and where/how fast it runs. Any other
@@ -46,8 +46,9 @@ def _interpolated_from(cfg: DictConfig, key: str, pattern: re.Pattern = REFERENC
     return m.group(1) if m else None
 
 
-def params(cfg: DictConfig) -> dict[str, str]:
-    """The keys that define the experiment (the job identity), each once, with its natural type.
+def params(cfg: DictConfig, corruption: Any) -> dict[str, str]:
+    """The keys that define the experiment (the job identity), each once, with its natural type; the corruption level
+    as the built `corruption` has it (a float, also when the command line gave `corruption.level=1`).
 
     A key that only repeats another (`trainer.lr: ${model.lr}`) is left out when the one it repeats is logged.
     A model's recipe value that a trainer key selects (`trainer.optimizer: ${oc.select:model.optimizer,sgd}`) is
@@ -65,7 +66,7 @@ def params(cfg: DictConfig) -> dict[str, str]:
         if (source is not None and source in flat and source != key) or key in selected or key in unused:
             continue
         out[key] = identity.natural(value)
-    return out
+    return out | {"corruption.level": identity.natural(float(corruption.level))}
 
 
 def purpose(hctx: dict[str, Any]) -> dict[str, str]:
@@ -100,10 +101,11 @@ def run_name(model: str, kind: str, level: float, regularizer: dict[str, Any], s
     return " ".join(p for p in parts if p)
 
 
-def description(cfg: DictConfig, kind: str, level: float, train_examples: int, tags: dict[str, str]) -> str:
+def description(cfg: DictConfig, corruption: Any, train_examples: int, tags: dict[str, str]) -> str:
     """The run's `mlflow.note.content`: what it tests and which table or figure of the paper it is for."""
     regs = [s.name for s in switched_on(cfg.regularizer)]
-    what = CORRUPTIONS[kind].format(p=f"{level:.0%}") if level > 0 else "the true data, uncorrupted"
+    level = corruption.level
+    what = CORRUPTIONS[corruption.kind].format(p=f"{level:.0%}") if level > 0 else "the true data, uncorrupted"
     paper = tags.get("paper")
     lines = [
         f"**Randomization test** (Zhang et al., ICLR 2017): `{cfg.model.name}` trained on {cfg.dataset.name} "
@@ -126,18 +128,17 @@ def digest(*tensors) -> str:
     return h.hexdigest()[:16]
 
 
-def dataset_inputs(cfg: DictConfig, data, corrupted) -> list[dict[str, str]]:
+def dataset_inputs(cfg: DictConfig, corruption: Any, data, corrupted) -> list[dict[str, str]]:
     """MLflow dataset inputs: the training and test subsets as read, and the training set after
     corruption (its digest tells two corruption draws apart)."""
     from pathlib import Path
 
-    from rethink.data import source_of
-    from rethink.stream import StreamedData
+    from rethink.data.memory import source_of
 
-    ds, c = cfg.dataset, cfg.corruption
+    ds, c = cfg.dataset, corruption
     source_type, source = source_of(ds.name, Path(ds.root))
     common = {"source": source, "source_type": source_type}
-    if isinstance(data, StreamedData):  # its images are never all read: the file lists and labels identify it
+    if data.streamed:  # its images are never all read: the file lists and labels identify it
         files = combine(*(hashlib.sha256(f.tobytes()).hexdigest()[:16] for f in (data.train_files, data.test_files)))
         return [
             {"name": f"{ds.name}-train", "digest": combine(files, digest(data.train_y)), "context": "training"} | common,

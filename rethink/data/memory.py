@@ -1,36 +1,34 @@
-"""Data sets -> uint8 tensors [N, C, H, W] + int64 labels, decoded once and cached on disk.
+"""Data sets held in memory: uint8 tensors [N, C, H, W] + int64 labels, decoded once and cached on disk.
 
-Sources: a local ImageFolder tree (`{train,test}/<class>/*`, rules in rethink.imagefolder),
+Sources: a local ImageFolder tree (`{train,test}/<class>/*`, rules in `rethink.data.imagefolder`),
 torchvision's CIFAR-10 downloader, and torchvision's MNIST layout.
 
 `dataset.root` must exist, except that a download (cifar10/mnist with download on) may create it
 inside an existing folder. Subset sizes larger than a split are errors, never silently clamped.
-The cache lives in `<root>/.rethink-cache/` (or `$RETHINK_CACHE`); one process decodes while parallel jobs
-wait for its file (`rethink.filelock`). A cache file that does not read back whole (truncated, garbage,
-another layout) is logged, deleted and decoded again.
+Decoded tensors are cached by `rethink.data.cache` (one decode between parallel jobs; a file that does
+not read back whole is logged, deleted and decoded again).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from rethink import filelock
 from rethink.checks import check, is_int
+from rethink.data.cache import cache_dir, cached_file
+from rethink.data.imagefolder import names, read_tree
+from rethink.data.subsets import stratified_subset
 from rethink.errors import RethinkError
-from rethink.imagefolder import names, read_tree
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 DATASETS = ("cifar10", "mnist", "imagefolder")
 
@@ -44,6 +42,7 @@ class ImageData:
     test_x: Tensor
     test_y: Tensor
     classes: list[str]
+    streamed: ClassVar[bool] = False
 
     @property
     def num_classes(self) -> int:
@@ -68,6 +67,7 @@ class DatasetSpec:
     crop_size: int | None = None
     num_classes: int | None = None
     input_shape: tuple[int, int, int] | list[int] | None = None
+    streamed: ClassVar[bool] = False  # held in memory, on the training device (`rethink.data.streamed`: not)
 
     def __post_init__(self) -> None:
         """Check every value's type and range, and that input_shape agrees with crop_size."""
@@ -130,131 +130,6 @@ class DatasetSpec:
             raise RethinkError(f"dataset.input_shape={list(self.input_shape)} does not match the data: {self.root} holds "
                                f"{c}x{h}x{w} images (CxHxW{cropped}), so the model sees {list(seen)}; use that or null (infer)")
         return k, seen
-
-
-STREAM_FRACTION = 0.25  # dataset.stream=auto streams an image tree whose decoded tensors would exceed this share of RAM
-
-
-def imagefolder_spec(stream: str | bool = "auto", workers: int | str = "auto", decode: str = "auto",
-                     train_eval_size: int | None = 10_000, **spec) -> DatasetSpec:
-    """`dataset=imagefolder`: held in memory (`DatasetSpec`), or streamed (`rethink.stream`, pipeline `fixed`: the
-    same device-side preprocessing) when `stream` is true, or auto and the decoded tree would not fit
-    (`STREAM_FRACTION` of this machine's memory)."""
-    from rethink.stream import StreamSpec
-
-    check([("dataset.stream", stream, stream in (True, False, "auto"), "auto, true or false")])
-    if stream == "auto":
-        stream = spec.get("root") is not None and too_large(Path(str(spec["root"])))
-    if not stream:
-        return DatasetSpec(**spec)
-    shape = spec.pop("input_shape", None)
-    spec.pop("download", None)
-    if spec.get("root") is None:
-        raise RethinkError("dataset.root=null: an imagefolder needs <root>/{train,test}/<class>/<images>")
-    c, h, w = first_image_shape(Path(str(spec["root"])))
-    crop = spec.get("crop_size")
-    shape = shape or [c, crop or h, crop or w]
-    return StreamSpec(pipeline="fixed", train_dir="train", test_dir="test", image_size=h, image_width=w, workers=workers,
-                      decode=decode, train_eval_size=train_eval_size, input_shape=shape, stream=True, **spec)
-
-
-def first_image_shape(root: Path, train_files=None) -> tuple[int, int, int]:
-    """[C, H, W] of the first training image of a tree (a streamed imagefolder: all images share the size)."""
-    from rethink.imagefolder import read_image
-    from rethink.stream import index_tree
-
-    files = index_tree(root, "train", "test")[0] if train_files is None else train_files
-    return tuple(read_image(str(root / files[0].decode())).shape)
-
-
-def too_large(root: Path) -> bool:
-    """Whether the tree's images, decoded as uint8, would take more than STREAM_FRACTION of this machine's memory."""
-    if not (root / "train").is_dir() or not (root / "test").is_dir():
-        return False  # DatasetSpec says what is missing
-    from rethink.stream import index_tree
-
-    train_files, _, test_files, _, _ = index_tree(root, "train", "test")
-    c, h, w = first_image_shape(root, train_files)
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return (len(train_files) + len(test_files)) * c * h * w > STREAM_FRACTION * memory
-
-
-def is_streamed(dataset) -> bool:
-    """Whether a `dataset` config node names a streamed data set (ImageNet, or an imagefolder that streams)."""
-    if str(dataset.get("_target_", "")).endswith("StreamSpec"):
-        return True
-    stream = dataset.get("stream", False)
-    return stream is True or (stream == "auto" and dataset.get("root") is not None and too_large(Path(str(dataset.root))))
-
-
-def stratified_subset(labels: Tensor, size: int | None, generator: torch.Generator) -> Tensor:
-    """Indices of a class-balanced random subset of `size` examples (all, in order, if None or all).
-
-    Each class gives `balanced_quota` examples: an equal share, except that a class with too few
-    gives all it has and the others make up the difference, so the subset always has `size`."""
-    if size is None or size >= len(labels):
-        return torch.arange(len(labels))
-    classes, counts = labels.unique(return_counts=True)
-    picks = []
-    for c, k in zip(classes.tolist(), balanced_quota(size, counts.tolist()), strict=True):
-        idx = (labels == c).nonzero().squeeze(1)
-        picks.append(idx[torch.randperm(len(idx), generator=generator)[:k]])
-    return torch.cat(picks).sort().values
-
-
-def balanced_quota(size: int, counts: list[int]) -> list[int]:
-    """How many of each class: `size // k` each (the first `size % k` one more), capped at what a
-    class holds, the shortfall shared the same way among the classes that have more."""
-    quota, left = [0] * len(counts), min(size, sum(counts))
-    while left > 0:
-        open_ = [j for j, n in enumerate(counts) if quota[j] < n]
-        shares = [left // len(open_) + (i < left % len(open_)) for i in range(len(open_))]
-        for j, share in zip(open_, shares, strict=True):
-            give = min(share, counts[j] - quota[j])
-            quota[j] += give
-            left -= give
-    return quota
-
-
-def cache_dir(root: Path) -> Path:
-    """Where decoded tensors are cached: $RETHINK_CACHE, else <root>/.rethink-cache."""
-    return Path(os.environ.get("RETHINK_CACHE") or root / ".rethink-cache")
-
-
-def cached_file(path: Path, load: Callable[[Path], T], make: Callable[[], T], write: Callable[[T, Path], None],
-                doing: str) -> T:
-    """The value cached at `path`, `load(path)`; else (no file, or one that does not load: logged and deleted)
-    `make()`, written atomically with `write(value, tmp)`. Parallel jobs make it once between them: one holds
-    `<path>.lock` while the others wait for its file (on a fresh machine they would all decode at once, for minutes)."""
-    if (value := _load_sound(path, load, doing)) is not None:
-        return value
-    with filelock.exclusive(path.with_suffix(".lock"), f"waiting for another process {doing} ({path})", optional=True):
-        if (value := _load_sound(path, load, doing)) is not None:
-            return value
-        value = make()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)  # OSError where it cannot be made (a read-only root)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            write(value, tmp)
-            os.replace(tmp, path)  # atomic: a reader never sees a half-written file
-            log.info("wrote the data cache %s", path)
-        except OSError as e:
-            log.warning("could not write the data cache %s (%s); it is made again next time", path, e)
-    return value
-
-
-def _load_sound(path: Path, load: Callable[[Path], T], doing: str) -> T | None:
-    """`load(path)`; None when there is no file, or when it does not load whole (then it is logged and deleted)."""
-    if not path.exists():
-        return None
-    try:
-        return load(path)
-    except Exception as e:  # torch.load raises RuntimeError, UnpicklingError, EOFError, ... on a bad file
-        log.warning("the data cache %s is unreadable (%s): deleting it and %s again", path,
-                    str(e).splitlines()[0] if str(e) else type(e).__name__, doing)
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return None
 
 
 def check_root(name: str, root: Path, download: bool) -> None:
@@ -339,7 +214,7 @@ def tensor_problem(d: ImageData) -> str | None:
 
 
 def read_imagefolder(root: Path) -> ImageData:
-    """Decode a `{train,test}/<class>/*` tree into uint8 tensors (rules: rethink.imagefolder)."""
+    """Decode a `{train,test}/<class>/*` tree into uint8 tensors (rules: rethink.data.imagefolder)."""
     return ImageData(*read_tree(root))
 
 

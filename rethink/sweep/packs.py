@@ -1,39 +1,43 @@
-"""A pack of training jobs run as one: each job lives its whole life in its own thread (identity, skip
-if FINISHED, resume, its own MLflow run, params, summary), and its call to `rethink.train.train` hands
-the training to the pack, which trains all members together (`rethink.packed_train`).
-
-Jobs start one after the other: the next starts only when the previous has joined the pack or ended
-(skipped, failed before training), so Hydra's per-job global state is set for one job at a time.
+"""The packed launcher's plan: which jobs of a sweep can train together as one stacked model (`pack_key`), in
+packs of how many (`auto_k`), how many packs at once (`auto_processes`), and running one planned pack (`run_pack`,
+`execute_pack`) through `rethink.training.pack.Pack`. A job whose identical run already FINISHED is planned alone
+(it is skipped).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from rethink import compose
 from rethink.errors import RethinkError
-from rethink.packed_train import Member, train_pack
+from rethink.run import identity, lifecycle, track
+from rethink.training.pack import Pack
+from rethink.training.packed_loop import unsupported
+from rethink.training.runtime import resolve_device
 
 log = logging.getLogger("rethink")
-_local = threading.local()
 MAX_PACK = 32
 GPU_MEMBER_OVERHEAD = 2 * 2**30  # bytes per member besides its data: weights, gradients, momentum, activations
 
 
 def pack_key(cfg: DictConfig) -> str | None:
     """What jobs must share to train as one pack: the architecture (all of `model.net` but its init), the
-    data set and subset sizes, the batch sizes and the device settings. None: this job trains alone
-    (a theory task, `trainer.compile=true`, a streamed data set, several devices, an optimizer other than SGD or
-    label smoothing: the stacked loop implements SGD on data held on the device)."""
-    t = cfg.trainer
-    if (OmegaConf.select(cfg, "task.name", default="train") != "train" or t.compile or streamed(cfg)
-            or int(t.get("devices", 1)) > 1 or t.get("optimizer", "sgd") != "sgd" or t.get("label_smoothing", 0)):
+    data set and subset sizes, the batch sizes and the device settings. None: this job trains alone: a theory task,
+    a streamed data set, or what the stacked loop cannot honour (`rethink.training.packed_loop.unsupported`); a job
+    whose config does not build trains alone too, and fails there with its own error."""
+    if OmegaConf.select(cfg, "task.name", default="train") != "train":
+        return None
+    try:
+        parts = compose.job_parts(cfg)
+    except RethinkError:
+        return None
+    if parts.dataset.streamed or unsupported(parts.settings, float(cfg.regularizer.dropout)):
         return None
     net = {k: v for k, v in OmegaConf.to_container(cfg.model.net, resolve=True).items() if k != "init"}
     d, t = cfg.dataset, cfg.trainer
@@ -41,17 +45,8 @@ def pack_key(cfg: DictConfig) -> str | None:
                        t.device, t.amp], sort_keys=True, default=str)
 
 
-def streamed(cfg: DictConfig) -> bool:
-    """Whether the job's data set is streamed (`rethink.stream`), not held on the device."""
-    from rethink.data import is_streamed
-
-    return is_streamed(cfg.dataset)
-
-
 def job_identity(cfg: DictConfig) -> str:
-    """A training job's identity (`rethink.identity.config_hash`) from its sweep config (Hydra's node left out)."""
-    from rethink import identity
-
+    """A training job's identity (`rethink.run.identity.config_hash`) from its sweep config (Hydra's node left out)."""
     task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     return identity.config_hash(task_cfg)
 
@@ -61,8 +56,6 @@ def auto_k(cfg: DictConfig) -> int:
     data set on the device, raw and preprocessed, plus GPU_MEMBER_OVERHEAD), at most MAX_PACK. On a CPU 1:
     packing does not pay there (bench/packing.py, docs/performance.md)."""
     import torch
-
-    from rethink.runtime import resolve_device
 
     device = resolve_device(str(cfg.trainer.device))
     if device.type != "cuda":
@@ -80,8 +73,6 @@ def already_finished(cfg: DictConfig) -> bool:
     such a job is planned alone, and packs are made of the jobs that will train."""
     if cfg.get("rerun") or pack_key(cfg) is None:
         return False
-    from rethink import lifecycle, track
-
     uri = track.tracking_uri(cfg)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return False  # a new store: nothing has finished
@@ -116,8 +107,6 @@ def plan(configs: list[DictConfig], k: int | str = "auto",
 def auto_processes(cfg: DictConfig) -> int:
     """Packs trained at once (each in its own process) for processes=auto: 1 on a CPU (its cores are the
     limit), 2 on a GPU (a guess that bench/gpu_paper.sh is there to measure: one job left an H200 mostly idle)."""
-    from rethink.runtime import resolve_device
-
     return 2 if resolve_device(str(cfg.trainer.device)).type == "cuda" else 1
 
 
@@ -141,90 +130,3 @@ def execute_pack(configs: list[DictConfig], hydra_context: Any, task_function: A
     Singleton.set_state(singleton_state)
     return run_pack(configs, lambda c: run_job(hydra_context=hydra_context, task_function=task_function, config=c,
                                                job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
-
-
-def current() -> Pack | None:
-    """The pack the calling job's thread belongs to (None: a solo job)."""
-    return getattr(_local, "pack", None)
-
-
-def announce(run_id: str) -> None:
-    """In a job's thread: the MLflow run its member will train for (what its partners' `packed_with` name)."""
-    _local.run_id = run_id
-
-
-def partners() -> list[str]:
-    """The run ids of the other members of the calling job's pack ([] for a solo job)."""
-    pack, me = current(), getattr(_local, "run_id", "")
-    return [m.run_id for m in pack.members if m.run_id != me] if pack else []
-
-
-class Pack:
-    """The members that joined, and the threads of the jobs they belong to."""
-
-    def __init__(self) -> None:
-        self.members: list[Member] = []
-        self._lock = threading.Lock()
-        self.closed: BaseException | None = None
-
-    def join(self, member: Member) -> Any:
-        """In a job's thread: register `member`, let the launcher start the next job, and wait for this
-        member's result (re-raising the error that ended it)."""
-        delivered, box = threading.Event(), {}
-
-        def done(result: Any) -> None:
-            box["result"] = result
-            delivered.set()
-
-        member.done, member.name = done, member.name or getattr(_local, "name", "")
-        member.run_id = member.run_id or getattr(_local, "run_id", "")
-        with self._lock:
-            if self.closed is not None:  # the pack was interrupted before this job joined
-                raise self.closed
-            self.members.append(member)
-        _local.arrived.set()
-        delivered.wait()
-        if isinstance(box["result"], BaseException):
-            raise box["result"]
-        return box["result"]
-
-    def run(self, jobs: list[Callable[[], Any]], names: list[str]) -> list[Any]:
-        """Run `jobs` (each the whole life of one job) as a pack; their return values, or the exception
-        each raised, in order. A KeyboardInterrupt here ends every member (their runs end KILLED) and is raised."""
-        threads, boxes = [], []
-        try:
-            self._start(jobs, names, threads, boxes)
-            if self.members:
-                log.info("training a pack of %d member(s): %s", len(self.members),
-                         ", ".join(m.name for m in self.members))
-                train_pack(self.members)
-        except BaseException as e:
-            with self._lock:
-                self.closed = e
-            for m in self.members:  # wake every member still waiting (one already woken ignores it)
-                m.done(e)
-            raise
-        finally:
-            for t in threads:
-                t.join()
-        return [b.get("result") for b in boxes]
-
-    def _start(self, jobs: list[Callable[[], Any]], names: list[str], threads: list, boxes: list) -> None:
-        """Start each job's thread once the previous one has joined the pack or ended."""
-        for job, name in zip(jobs, names, strict=True):
-            arrived, box = threading.Event(), {}
-
-            def target(job=job, name=name, arrived=arrived, box=box) -> None:
-                _local.pack, _local.arrived, _local.name = self, arrived, name
-                try:
-                    box["result"] = job()
-                except BaseException as e:  # noqa: BLE001 - handed to the launching thread, which decides
-                    box["result"] = e
-                finally:
-                    arrived.set()
-
-            t = threading.Thread(target=target, name=f"rethink-pack-{name}")
-            threads.append(t)
-            boxes.append(box)
-            t.start()
-            arrived.wait()

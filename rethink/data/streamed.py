@@ -1,15 +1,15 @@
 """Streamed image folders (ImageNet, or any tree too large to decode into memory): the file lists and labels
-are held, the images are read and decoded batch by batch by DataLoader workers (or by the GPU), never whole.
+are held; the images are read and decoded batch by batch (`rethink.data.stream_io`), never whole.
 
 Layout: torchvision's ImageFolder, `<root>/<train_dir>/<class>/*` and `<root>/<test_dir>/<class>/*` (ImageNet:
 `train/<wnid>/*.JPEG`, `val/<wnid>/*`). The file index is scanned once and cached beside the decoded-data cache
-(`rethink.data.cache_dir`). Pipelines (`dataset.pipeline`):
+(`rethink.data.cache`). Pipelines (`dataset.pipeline`):
 - `inception`: Inception v3's input pipeline as TensorFlow's `inception/image_processing.py` has it. Training
   with `regularizer.random_crop`: a random crop of 5-100 % of the area, aspect 3/4-4/3, resized to
   image_size (torchvision's RandomResizedCrop), and `regularizer.flip`; without them, the evaluation view.
   Evaluation: the central 87.5 % of the image resized to image_size x image_size. Pixels scaled to [-1, 1].
 - `fixed`: images of one size (an imagefolder), decoded as they are; the paper's crop, flip, rotation and
-  per-image whitening run on the device (`rethink.preprocess`), exactly as for data held in memory.
+  per-image whitening run on the device (`rethink.training.preprocess`), exactly as for data held in memory.
 Only label corruption applies to streamed data (`Corruption.apply` says so for the pixel kinds).
 """
 
@@ -18,24 +18,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
 
 from rethink.checks import check, in_range, is_int
+from rethink.data.cache import cache_dir, cached_file
+from rethink.data.subsets import stratified_subset
 from rethink.errors import RethinkError
 
 log = logging.getLogger(__name__)
 
 PIPELINES = ("inception", "fixed")
 DECODERS = ("auto", "workers", "device")
-CROP_AREA, CROP_RATIO = (0.05, 1.0), (0.75, 1.33)  # TF inception: sample_distorted_bounding_box's area and aspect ranges
 
 
 @dataclass
@@ -51,6 +50,7 @@ class StreamedData:
     classes: list[str]
     train_eval: Tensor
     spec: StreamSpec
+    streamed: ClassVar[bool] = True
 
     @property
     def num_classes(self) -> int:
@@ -81,6 +81,7 @@ class StreamSpec:
     input_shape: tuple[int, int, int] | list[int] | None = None
     download: bool = False
     stream: str | bool = True
+    streamed: ClassVar[bool] = True  # what the loop is chosen by (`rethink.training.fit`): read batch by batch
 
     def __post_init__(self) -> None:
         """Check every value; the first bad one stops with one line."""
@@ -125,8 +126,6 @@ class StreamSpec:
             if size is not None and not k <= size <= n:
                 raise RethinkError(f"dataset.{key}={size} is not allowed: use null (all) or an integer from {k} (one per "
                                    f"class) to {n} (the images in {root / split})")
-        from rethink.data import stratified_subset
-
         gen = torch.Generator().manual_seed(self.subset_seed)
         tr = stratified_subset(train_y, self.train_size, gen)
         te = stratified_subset(test_y, self.test_size, gen)
@@ -149,8 +148,6 @@ INDEX_KEYS = ("train_files", "train_y", "test_files", "test_y", "classes")  # th
 def index_tree(root: Path, train_dir: str, test_dir: str) -> tuple[np.ndarray, Tensor, np.ndarray, Tensor, list[str]]:
     """(train files, labels, test files, labels, classes) of the tree, scanned once and cached: class index = the
     sorted training class folders; every test class must be one of them."""
-    from rethink.data import cache_dir, cached_file
-
     for split in (train_dir, test_dir):
         if not (root / split).is_dir():
             raise RethinkError(f"dataset.root={root} has no {split}/ folder: a streamed image tree needs "
@@ -159,7 +156,7 @@ def index_tree(root: Path, train_dir: str, test_dir: str) -> tuple[np.ndarray, T
     path = cache_dir(root) / f"stream-index-{key}.pt"
 
     def scan() -> tuple[np.ndarray, Tensor, np.ndarray, Tensor, list[str]]:
-        from rethink.imagefolder import class_folders, names, split_files
+        from rethink.data.imagefolder import class_folders, names, split_files
 
         log.info("indexing the image files under %s (once; cached afterwards)", root)
         classes = class_folders(root, train_dir)
@@ -184,114 +181,3 @@ def _load_index(path: Path) -> tuple[np.ndarray, Tensor, np.ndarray, Tensor, lis
     """The cached index (KeyError, or torch's error, when the file is not one)."""
     saved = torch.load(path, weights_only=False)
     return tuple(saved[k] for k in INDEX_KEYS)
-
-
-def central_fraction(img: Tensor, fraction: float) -> Tensor:
-    """The central `fraction` of the image's height and width (TF's `tf.image.central_crop`)."""
-    h, w = img.shape[-2:]
-    ch, cw = max(1, round(h * fraction)), max(1, round(w * fraction))
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return img[..., top : top + ch, left : left + cw]
-
-
-@dataclass
-class Views:
-    """The per-image transforms of one job (uint8 CHW -> uint8 CHW of the model's size), run where decoding is."""
-
-    spec: StreamSpec
-    random_crop: bool = False
-    flip: bool = False
-    train_view: Callable[[Tensor], Tensor] = field(init=False)
-    eval_view: Callable[[Tensor], Tensor] = field(init=False)
-
-    def __post_init__(self) -> None:
-        from torchvision.transforms import v2
-
-        s = self.spec
-        if s.pipeline == "fixed":  # crop/flip/rotation happen on the device, on whole batches
-            self.train_view = self.eval_view = _identity
-            return
-        size = [s.image_size, s.image_size]
-        self.eval_view = v2.Compose([partial(central_fraction, fraction=s.eval_fraction),
-                                     v2.Resize(size, antialias=True)])
-        train = [v2.RandomResizedCrop(size, scale=CROP_AREA, ratio=CROP_RATIO, antialias=True)] if self.random_crop \
-            else [self.eval_view]
-        self.train_view = v2.Compose(train + ([v2.RandomHorizontalFlip()] if self.flip else []))
-
-
-def _identity(x: Tensor) -> Tensor:
-    return x
-
-
-def read_rgb(path: str, channels: int = 3) -> Tensor:
-    """One image file as uint8 [C, H, W] (RGB, or gray for C = 1), or a RethinkError naming the file."""
-    from rethink.imagefolder import decode
-
-    try:
-        return decode(path, gray=channels == 1)
-    except Exception as e:
-        raise RethinkError(f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-
-
-class FolderImages(Dataset):
-    """Items `i` of a file list: (view(decoded image), i), or with `raw` the file's bytes (decoded on the device)."""
-
-    def __init__(self, root: Path, files: np.ndarray, view: Callable[[Tensor], Tensor], channels: int = 3,
-                 raw: bool = False) -> None:
-        self.root, self.files, self.view, self.channels, self.raw = str(root), files, view, channels, raw
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def path(self, i: int) -> str:
-        """The absolute path of file `i`."""
-        return os.path.join(self.root, self.files[i].decode())
-
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        if self.raw:
-            from torchvision.io import read_file
-
-            # A copy: read_file's tensor counts as shared already, and a worker sending it back fails in the queue's
-            # feeder thread (os.dup of a closed descriptor), dropping the batch and hanging the loader.
-            return read_file(self.path(i)).clone(), i
-        return self.view(read_rgb(self.path(i), self.channels)), i
-
-
-def collate_raw(items: list[tuple[Tensor, int]]) -> tuple[list[Tensor], Tensor]:
-    """A batch of undecoded files: the byte tensors as a list, the indices as a tensor."""
-    return [x for x, _ in items], torch.tensor([i for _, i in items], dtype=torch.int64)
-
-
-def seed_worker(rank: int, worker_id: int) -> None:
-    """Each rank's workers draw their own augmentation (torch gives every rank the same base seed)."""
-    torch.manual_seed((torch.initial_seed() + 1_000_003 * rank) % 2**63)
-
-
-def auto_workers(world: int) -> int:
-    """Decoding workers per rank: the CPU cores left per rank after its main process, at most 8."""
-    return max(0, min(8, (os.cpu_count() or 1) // max(world, 1) - 1))
-
-
-def loader(dataset: Dataset, indices: Tensor | None, batch_size: int, workers: int, *, sampler=None,
-           generator: torch.Generator | None = None, rank: int = 0, pin: bool = False) -> DataLoader:
-    """A DataLoader over `dataset` (restricted to `indices`), `workers` decoding processes, batches of `batch_size`."""
-    from torch.utils.data import Subset
-
-    ds = Subset(dataset, indices.tolist()) if indices is not None else dataset
-    raw = getattr(dataset, "raw", False)
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
-                      collate_fn=collate_raw if raw else None, pin_memory=pin, generator=generator,
-                      worker_init_fn=partial(seed_worker, rank) if workers else None,
-                      prefetch_factor=4 if workers else None, persistent_workers=False)
-
-
-def decode_on_device(blobs: list[Tensor], view: Callable[[Tensor], Tensor], device: torch.device) -> Tensor:
-    """Decode a batch of JPEG files on `device` (nvJPEG on CUDA), apply `view` there, and stack; a file
-    torchvision cannot decode there (not a JPEG) is decoded on the CPU."""
-    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
-
-    try:
-        images = decode_jpeg(blobs, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError:
-        images = [decode_image(b, mode=ImageReadMode.RGB).to(device) for b in blobs]
-    return torch.stack([view(x) for x in images])

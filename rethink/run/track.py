@@ -20,9 +20,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rethink import filelock, stores
-from rethink.identity import natural
-from rethink.redact import redact, redact_values, split_credentials
+from rethink.run import stores
+from rethink.run.identity import natural
+from rethink.run.redact import redact, redact_values, split_credentials
+from rethink.system import filelock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

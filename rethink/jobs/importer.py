@@ -1,6 +1,6 @@
 """Log runs made outside Hydra (bench/paper_runs.py JSON, e.g. from a lent GPU) into the MLflow store.
 
-    python -m rethink.importer docs/results/gpu-h200/paper_runs [--tracking-uri URI]
+    python -m rethink.jobs.importer docs/results/gpu-h200/paper_runs [--tracking-uri URI]
 
 Each JSON becomes an ordinary FINISHED run with the params, per-epoch metrics and tags a Hydra job
 would log, so `rethink.report` treats it like any other run. Importing twice is a no-op (same hash).
@@ -12,8 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from rethink import lifecycle, runner, track
-from rethink.identity import hash_values
+from rethink.run import lifecycle, runner, track
+from rethink.run.identity import hash_values
 
 
 def params_of(rec: dict) -> dict:
@@ -47,9 +47,9 @@ def budget_tags(rec: dict, scale: str) -> dict[str, str]:
 
 def import_record(uri: str, experiment: str, rec: dict, source: str) -> dict[str, float] | None:
     """Log one record as a run through the job skeleton; None when it was imported before."""
-    from rethink.job import summary_metrics
-    from rethink.progress import TrainResult
-    from rethink.record import run_name
+    from rethink.jobs.training import summary_metrics
+    from rethink.run.record import run_name
+    from rethink.training.progress import TrainResult
 
     params = params_of(rec)
     spec = runner.JobSpec(uri=uri, experiment=experiment, identity=hash_values(params))  # pinned by test_identity

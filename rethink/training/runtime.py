@@ -9,13 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from rethink.train import TrainSettings
+from rethink.training.settings import TrainSettings
 
 
 @dataclass(frozen=True)

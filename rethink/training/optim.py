@@ -1,4 +1,4 @@
-"""The optimizers a job can train with (`trainer.optimizer`), built on the parameter groups of `train.param_groups`.
+"""The optimizers a job can train with (`trainer.optimizer`), over the parameter groups of `param_groups`.
 
 `sgd`: torch's SGD with momentum, the paper's CIFAR-10 optimizer. `adam`: torch's Adam (beta1 = trainer.momentum),
 not the paper's, for small experiments (bench/inception_fit.py: it fits 100 random labels in a third of the epochs
@@ -11,6 +11,7 @@ inside the square root, starts the mean square at 1 (not 0), and folds the learn
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop_tf")
 
@@ -46,6 +47,15 @@ class TFRMSprop(torch.optim.Optimizer):
                 mom.mul_(momentum).addcdiv_(g, ms.add(eps).sqrt_(), value=lr)
                 p.sub_(mom)
         return loss
+
+
+def param_groups(model: nn.Module, weight_decay: float, on: str) -> list[dict]:
+    """Weight decay on conv/linear kernels only (`weights`) or on every parameter (`all`)."""
+    if on == "all":
+        return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    rest = [p for p in model.parameters() if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
 def build_optimizer(name: str, groups: list[dict], lr: float, momentum: float, rmsprop_decay: float = 0.9,

@@ -1,6 +1,6 @@
-"""Training on a streamed data set (`rethink.stream`), on one device or as one rank of a DDP job.
+"""Training on a streamed data set (`rethink.data.streamed`), on one device or as one rank of a DDP job.
 
-The same protocol as `rethink.train` (SGD or TF's RMSProp, LR decay per period, the stopping rule, checkpoints in
+The same protocol as `rethink.training.memory_loop` (SGD or TF's RMSProp, LR decay per period, the stopping rule, checkpoints in
 the same format, the same per-epoch metrics), with what ImageNet needs: batches decoded by DataLoader workers,
 the training set sharded over the ranks by a DistributedSampler reseeded every epoch (`trainer.batch_size` is the
 global batch, split evenly over the ranks), label smoothing and Inception v3's auxiliary loss, and evaluation of
@@ -21,19 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rethink import distributed, optim
 from rethink.corrupt import CorruptedStream
-from rethink.errors import DivergenceError, RethinkError, check_stop
-from rethink.preprocess import Preprocess, to_unit
-from rethink.progress import (
-    LoopState,
-    StoppingRule,
-    TrainResult,
-    checkpoint_state,
-    restore_checkpoint,
-)
-from rethink.runtime import Runtime, full_precision, resolve_runtime
-from rethink.stream import FolderImages, Views, auto_workers, decode_on_device, loader
+from rethink.data.stream_io import FolderImages, Views, auto_workers, decode_on_device, loader
+from rethink.errors import RethinkError, check_stop
+from rethink.training import distributed, setup
+from rethink.training.preprocess import Preprocess, to_unit
+from rethink.training.progress import TrainResult
+from rethink.training.runtime import Runtime, full_precision
+from rethink.training.schedule import set_lr
+from rethink.training.settings import TrainSettings
 
 log = logging.getLogger("rethink")
 PROGRESS_LINES = 10  # progress lines per epoch (rank 0) when an epoch has enough steps for them
@@ -54,12 +50,13 @@ def logits_and_aux(out) -> tuple[Tensor, Tensor | None]:
 class Batches:
     """Turns the loader's batches into (model-ready float images, global sample indices) on the device."""
 
-    def __init__(self, data: CorruptedStream, s, rt: Runtime, world: distributed.World) -> None:
+    def __init__(self, data: CorruptedStream, s: TrainSettings, pre: Preprocess, rt: Runtime,
+                 world: distributed.World) -> None:
         spec = data.data.spec
         self.rt, self.world, self.spec = rt, world, spec
         inception = spec.pipeline == "inception"
         self.views = Views(spec, random_crop=s.random_crop and inception, flip=s.flip and inception)
-        self.pre = None if inception else Preprocess(spec.crop_size, s.random_crop, s.flip, s.rotate)
+        self.pre = None if inception else pre  # the fixed pipeline: the paper's crop, flip, rotation on the device
         self.on_device = spec.decode == "device" or (spec.decode == "auto" and rt.on_cuda)
         self.workers = auto_workers(world.size) if spec.workers == "auto" else int(spec.workers)
         channels = int(spec.input_shape[0]) if spec.input_shape is not None else 3
@@ -108,7 +105,7 @@ def evaluate(model: nn.Module, batches: Batches, dataset: FolderImages, indices:
 
 
 def epoch_record(epoch: int, step: int, lr: float, running: Tensor, train_c: Tensor, test_c: Tensor, t0: float) -> dict:
-    """The epoch's metrics (the keys `rethink.train` logs, plus top-5) from the summed counts."""
+    """The epoch's metrics (the keys `rethink.training.memory_loop` logs, plus top-5) from the summed counts."""
     loss_sum, hits, seen = running.tolist()
     tr, te = train_c.tolist(), test_c.tolist()
     stats = {"epoch": epoch, "step": step, "lr": lr, "train/loss": loss_sum / seen, "train/running_acc": hits / seen,
@@ -122,38 +119,31 @@ def epoch_record(epoch: int, step: int, lr: float, running: Tensor, train_c: Ten
     return stats
 
 
-def train_streamed(model: nn.Module, data: CorruptedStream, s, on_epoch: Callable[[dict], None] | None = None,
-                   on_checkpoint: Callable[[dict], None] | None = None, resume: dict | None = None,
-                   runtime: Runtime | None = None) -> TrainResult:
-    """Train `model` on the streamed `data` under settings `s` (`rethink.train.TrainSettings`); see module doc.
+def train_streamed(model: nn.Module, data: CorruptedStream, s: TrainSettings, rt: Runtime,
+                   on_epoch: Callable[[dict], None] | None = None,
+                   on_checkpoint: Callable[[dict], None] | None = None, resume: dict | None = None) -> TrainResult:
+    """Train `model` on the streamed `data` under settings `s`; see the module doc and `rethink.training.fit`.
     Every rank calls it; only rank 0 is given `on_epoch` / `on_checkpoint`."""
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data.distributed import DistributedSampler
-
-    from rethink.train import lr_at, param_groups
 
     t_start = time.perf_counter()
     w = distributed.world() if distributed.active() else distributed.World()
     if s.batch_size % w.size:
         raise RethinkError(f"trainer.batch_size={s.batch_size} (the global batch) does not split evenly over "
                            f"trainer.devices={w.size} ranks: use a multiple of {w.size}")
-    rt = runtime if runtime is not None else resolve_runtime(s, model)
     rt.activate()
-    model = model.to(rt.device, memory_format=rt.memory_format)
-    opt = optim.build_optimizer(s.optimizer, param_groups(model, s.weight_decay, s.weight_decay_on), s.lr, s.momentum,
-                      s.rmsprop_decay, s.rmsprop_eps)
-    gen = torch.Generator(device=rt.device).manual_seed(s.seed + 1)  # device-side augmentation (fixed pipeline)
-    stop = StoppingRule(s.target_train_acc, s.stop_at_target, s.patience)
-    st = restore_checkpoint(resume, model, opt, gen, rt.device, stop) if resume else LoopState(stop)
+    per_rank = s.batch_size // w.size
+    # this rank's share of the training set each epoch (the sampler needs only its size)
+    sampler = DistributedSampler(range(len(data.train_y)), num_replicas=w.size, rank=w.rank, shuffle=True, seed=s.seed)
+    steps_per_epoch = math.ceil(len(sampler) / per_rank)
+    loop = setup.start(model, s, rt, steps_per_epoch, resume)
+    model, opt, gen, st = loop.model, loop.opt, loop.gen, loop.state
     net = DistributedDataParallel(model, device_ids=[rt.device] if rt.on_cuda else None) if w.size > 1 else model
-    b = Batches(data, s, rt, w)
+    b = Batches(data, s, loop.pre, rt, w)
     labels, true_labels = data.train_y.to(rt.device), data.true_train_y.to(rt.device)
     changed, test_y = data.changed.to(rt.device), data.test_y.to(rt.device)
     no_change = torch.zeros(len(test_y), dtype=torch.bool, device=rt.device)
-    sampler = DistributedSampler(b.train_set, num_replicas=w.size, rank=w.rank, shuffle=True, seed=s.seed)
-    per_rank = s.batch_size // w.size
-    steps_per_epoch = math.ceil(len(sampler) / per_rank)
-    period = s.lr_decay_period or (s.lr_decay_epochs or 1) * steps_per_epoch
     every = max(1, math.ceil(steps_per_epoch / PROGRESS_LINES)) if steps_per_epoch >= 4 * PROGRESS_LINES else 0
     eval_batch = max(1, min(rt.eval_batch_size, 2 * per_rank))  # full-size images: about the training batch's memory
     for epoch in range(st.epoch + 1, s.max_epochs + 1):
@@ -162,12 +152,11 @@ def train_streamed(model: nn.Module, data: CorruptedStream, s, on_epoch: Callabl
         worker_seed = torch.Generator().manual_seed(s.seed * 1_000_003 + epoch)
         net.train()
         running = torch.zeros(3, dtype=torch.float64, device=rt.device)  # loss sum, hits, images
-        lr = lr_at(st.step, s.lr, s.lr_decay, period)
+        lr = loop.lr()
         for i, (x, idx) in enumerate(loader(b.train_set, None, per_rank, b.workers, sampler=sampler,
                                             generator=worker_seed, rank=w.rank, pin=rt.on_cuda)):
-            lr = lr_at(st.step, s.lr, s.lr_decay, period)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            lr = loop.lr()
+            set_lr(opt, lr)
             y = labels[idx.to(rt.device)]
             with rt.autocast():
                 logits, aux = logits_and_aux(net(b.ready(x, train=True, gen=gen)))
@@ -196,13 +185,12 @@ def train_streamed(model: nn.Module, data: CorruptedStream, s, on_epoch: Callabl
         train_c = evaluate(model, b, b.train_eval_set, data.data.train_eval, labels, true_labels, changed, eval_batch)
         test_c = evaluate(model, b, b.test_set, torch.arange(len(test_y)), test_y, test_y, no_change, eval_batch)
         check_stop()
-        if not math.isfinite(float(running[0])):
-            raise DivergenceError(f"training diverged: loss is {float(running[0])} at epoch {epoch} (lr={lr:.4g})")
+        setup.check_finite(float(running[0]), epoch, lr)
         stats = epoch_record(epoch, st.step, lr, running, train_c, test_c, t0)
         for key in ("acc", "top5"):  # the best test accuracy so far (Table 2's parentheses), a resumed run's included
             stats[f"test/best_{key}"] = max([h[f"test/{key}"] for h in st.result.history] + [stats[f"test/{key}"]])
         if st.close_epoch(epoch, stats, on_epoch):
             break
-        if on_checkpoint and s.checkpoint_every and epoch % s.checkpoint_every == 0 and epoch < s.max_epochs:
-            on_checkpoint(checkpoint_state(st, model, opt, gen, rt.device))
+        if on_checkpoint and loop.checkpoint_due(epoch):
+            on_checkpoint(loop.checkpoint())
     return st.finish(t_start, len(labels))

@@ -1,6 +1,6 @@
 """Hydra callbacks: prepare the MLflow store in the launching process, before any job starts, and
 hold the sweep's parent run (its jobs are the children) from the first job to the last; at the end
-the parent run summarises the sweep (rethink.sweep_summary)."""
+the parent run summarises the sweep (rethink.sweep.summary)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from rethink import lifecycle, stores, track
 from rethink.errors import RethinkError
+from rethink.run import lifecycle, stores, track
 
 log = logging.getLogger(__name__)
 LAUNCHER_ENV = "RETHINK_LAUNCHER"  # `process_id()` of the process that launched the sweep
@@ -91,6 +91,6 @@ class MLflowStoreCallback(Callback):
 
 def summarize(uri: str, parent_id: str, outcome: dict[str, Any]) -> None:
     """Log the sweep's summary on its parent run (matplotlib and pandas imported only now, at the end)."""
-    from rethink import sweep_summary
+    from rethink.sweep import summary as sweep_summary
 
     sweep_summary.summarize(uri, parent_id, outcome)

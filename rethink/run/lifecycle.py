@@ -2,14 +2,13 @@
 
 Owns the rules (which run a re-run continues, when a RUNNING run is stale, which runs are marked
 KILLED), the checkpoint files (where, atomic write, load) and the sweep's parent run. Reads and
-writes the store only through `rethink.track`.
+writes the store only through `rethink.run.track`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -17,48 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rethink import checkpoint, track
 from rethink.errors import RethinkError
+from rethink.run import checkpoint, track
+from rethink.system.processes import process_alive, process_id
 
 log = logging.getLogger(__name__)
 
-# The sweep's parent run, set by the launching process (rethink.callbacks) and inherited by the job
+# The sweep's parent run, set by the launching process (rethink.sweep.callbacks) and inherited by the job
 # processes of joblib / submitit / local Ray; also written to <sweep dir>/PARENT_FILE for other hosts.
 PARENT_ENV, SWEEP_ENV, PARENT_FILE = "RETHINK_PARENT_RUN_ID", "RETHINK_SWEEP_DIR", ".mlflow_parent_run_id"
 UNFINISHED = ("RUNNING", "FAILED", "KILLED")
-
-
-# --- process liveness: is the process that opened a RUNNING run still there? ---
-
-
-def process_id() -> str:
-    """`host:pid:start-time` of this process, recorded on runs so a later sweep can tell a dead one."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
-
-
-def _start_time(pid: int) -> str:
-    """Field 22 of /proc/<pid>/stat (tells a reused pid apart); "" when gone or a zombie."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return "" if fields[0] in ("Z", "X") else fields[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def process_alive(process: str) -> bool | None:
-    """Whether the process of a `process_id()` still runs; None when it ran on another host (can't tell)."""
-    host, pid, start = (process.rsplit(":", 2) + ["", ""])[:3] if process else ("", "0", "")
-    if host != socket.gethostname() or not pid.isdigit():
-        return None
-    if start and Path("/proc").is_dir():
-        return _start_time(int(pid)) == start
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 def is_stale(run) -> bool:
@@ -89,7 +56,7 @@ def checkpoint_dir(uri: str, configured: str | None = None) -> Path:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically, with a checksum (`rethink.checkpoint`): a kill mid-write leaves the previous
+    """Write atomically, with a checksum (`rethink.run.checkpoint`): a kill mid-write leaves the previous
     checkpoint intact, and a file altered afterwards is never resumed from."""
     checkpoint.write(path, state, owner=process_id())
 

@@ -1,0 +1,1 @@
+"""What rethink needs from the operating system: file locks and process identities (the bottom floor)."""
