@@ -1,31 +1,51 @@
+from pathlib import Path
+
 import pytest
 from conftest import PARAMS, composed
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from rethink.__main__ import normalize_argv
 from rethink.models import count_params
 
-GROUPS = {
-    "model": ["mlp_1x512", "mlp_3x512", "alexnet", "inception", "inception_nobn"],
-    "dataset": ["cifar10", "mnist"],
-    "corruption": ["labels", "shuffled_pixels", "random_pixels", "gaussian"],
-    "regularizer": ["none", "weight_decay", "random_crop", "augment", "dropout"],
-    "scale": ["cpu", "paper"],
-}
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ("model", "dataset", "corruption", "regularizer", "scale", "row", "task", "experiment")
+NEEDS = {"model=inception_v3": ["dataset=imagenet"],  # ImageNet's model: 299x299 inputs
+         "dataset=imagefolder": ["dataset.root=/x"]}  # an image tree has no default folder
 
 
-@pytest.mark.parametrize("group, option", [(g, o) for g, opts in GROUPS.items() for o in opts])
+def options(group: str) -> list[str]:
+    """The options of a config group as `conf/` holds them: a new file is tested the day it is added."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_the_groups_tested_are_the_groups_in_conf():
+    assert sorted(p.name for p in CONF.iterdir() if p.is_dir()) == sorted(GROUPS)
+    assert all(options(g) for g in GROUPS)
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS[:6] for o in options(g)])
 def test_every_group_option_composes(group, option):
-    cfg = composed(f"{group}={option}")
-    assert cfg.trainer.batch_size == 128 and cfg.trainer.momentum == 0.9 and cfg.trainer.lr_decay == 0.95
+    cfg = composed(f"{group}={option}", *NEEDS.get(f"{group}={option}", []))
+    assert cfg.trainer.momentum == 0.9
     if group == "model":
-        assert cfg.model.name == option
-        assert count_params(instantiate(cfg.model.net)) == PARAMS[option]
-        assert cfg.trainer.lr == (0.1 if option.startswith("inception") else 0.01)
+        assert cfg.model.name == option and {"cpu", "paper"} <= set(cfg.model)  # every model states both budgets
+        net = instantiate(cfg.model.net, num_classes=1000 if option == "inception_v3" else 10)
+        assert count_params(net) == PARAMS[option]
+        paper_lr = {"inception": 0.1, "inception_nobn": 0.1, "alexnet": 0.01, "mlp_1x512": 0.01, "mlp_3x512": 0.01}
+        if option in paper_lr:  # the paper's CIFAR-10 models (Section 3): batch 128, x0.95 per epoch
+            assert cfg.trainer.lr == paper_lr[option] and cfg.trainer.batch_size == 128 and cfg.trainer.lr_decay == 0.95
     if group == "corruption":
-        assert instantiate(cfg.corruption).kind == option
+        assert instantiate(cfg.corruption).kind == cfg.corruption.kind
     if group == "dataset":
-        assert instantiate(cfg.dataset).name == option
+        assert instantiate(cfg.dataset).name == cfg.dataset.name
+    if group == "row":  # a row names its model, regularizers and corruption; its header states the paper's numbers
+        assert OmegaConf.select(cfg, "model.name") and (CONF / "row" / f"{option}.yaml").read_text().startswith("# @package")
+
+
+@pytest.mark.parametrize("task", options("task"))
+def test_every_task_composes(task):
+    assert composed(f"task={task}").task.name == task
 
 
 def test_imagefolder_dataset_composes_with_its_required_values():
@@ -52,11 +72,20 @@ def test_scale_switch():
         "inception": 80, "mlp_1x512": 120}
 
 
-@pytest.mark.parametrize("preset", ["table1", "table4", "fig1a", "fig1bc", "fig2b", "wd_sweep"])
+@pytest.mark.parametrize("preset", options("experiment"))
 def test_presets_train_the_whole_budget(preset):
-    cfg = composed(f"experiment={preset}", "scale=paper")
+    cfg = composed(f"experiment={preset}", "scale=paper", return_hydra_config=True)
     assert cfg.trainer.stop_at_target is False and cfg.trainer.max_epochs == cfg.model.paper.max_epochs
+    assert cfg.hydra.mode.name == "MULTIRUN" and cfg.hydra.sweeper.params  # a preset is a sweep
+    rows = str(cfg.hydra.sweeper.params.get("row", "")).split(",")
+    assert all(r in options("row") for r in rows if r)  # every row a preset sweeps exists
     assert composed().trainer.stop_at_target is True  # a single run still stops at the target
+
+
+def test_every_row_is_in_a_preset():
+    swept = {r for p in options("experiment")
+             for r in str(composed(f"experiment={p}", return_hydra_config=True).hydra.sweeper.params.get("row", "")).split(",")}
+    assert set(options("row")) <= swept
 
 
 @pytest.mark.parametrize("argv, expected", [
