@@ -49,13 +49,13 @@ class CountRetries(logging.Handler):
 def job(args: tuple) -> dict:
     """One fake job in a writer process: child run, one metric batch per epoch, FINISHED."""
     uri, experiment_id, parent_id, j, epochs, metrics, sleep = args
-    from rethink.run import track
+    from rethink.run import open_run, track
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "View run at ..." line per run
     counter = CountRetries()
     logging.getLogger("rethink.run.track").addHandler(counter)
     run_id = track.create_run(uri, experiment_id, f"load-{j}", {"mlflow.parentRunId": parent_id, "job_num": j})
-    run = track.JobRun(uri, run_id)
+    run = open_run.JobRun(uri, run_id)
     latencies, first = [], time.time()
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()

@@ -18,7 +18,7 @@ from conftest import (
     wait_for,
 )
 
-from rethink.run import track
+from rethink.run import open_run, track
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +108,7 @@ def test_a_run_with_a_gap_in_its_history_ends_failed_not_finished(tmp_path):
     exp = track.ensure_experiment(uri, "rethink")
     history = [{"step": 2 * e, "train/acc": 0.5, "epoch": e} for e in range(1, 4)]
     with pytest.raises(IncompleteRunError, match="metric values missing"):
-        with track.start_run(uri, exp, "gappy", {"config_hash": "x"}) as run:
+        with open_run.start_run(uri, exp, "gappy", {"config_hash": "x"}) as run:
             run.log_metrics({"train/acc": 0.5, "epoch": 1}, step=2)
             run.log_metrics({"train/acc": 0.5, "epoch": 3}, step=6)  # epoch 2 never reached the store
             check_complete(run, history)

@@ -11,7 +11,7 @@ from conftest import run_cli
 
 from rethink import plots, report
 from rethink.report import deviations
-from rethink.run import track
+from rethink.run import open_run, track
 
 SMOKE = "dataset.train_size=200 trainer.max_epochs=2"
 
@@ -42,7 +42,7 @@ def log_run(uri, exp, *, train, test, fit_step=None, steps=None, losses=(2.0, 1.
     params = base_params | (params or {})
     steps = steps or 100 * len(losses)
     base_tags["stop_reason"] = "target" if fit_step else "max_epochs"
-    with track.start_run(uri, exp, name or base_tags["config_hash"], base_tags | (tags or {})) as run:
+    with open_run.start_run(uri, exp, name or base_tags["config_hash"], base_tags | (tags or {})) as run:
         run.log_params(params)
         for i, loss in enumerate(losses, start=1):
             run.log_metrics({"train/loss": loss, "train/acc": train * i / len(losses), "test/acc": test, "epoch": i},
@@ -95,7 +95,7 @@ def add_strays(uri) -> dict[str, str]:
     # The README command's kind of run: standard budget, but it stopped at the target, before convergence.
     log_run(uri, exp, name="early", model="mlp_1x512", level=0.0, train=1.0, test=0.47, fit_step=50,
             params={"trainer.stop_at_target": True})
-    with track.start_run(uri, exp, "theory", {"config_hash": "theory", "task": "kernel"}) as run:  # no dataset params
+    with open_run.start_run(uri, exp, "theory", {"config_hash": "theory", "task": "kernel"}) as run:  # no dataset params
         run.log_params({"task.name": "kernel", "task.data": "mnist", "task.train_size": 5000})
         run.log_metrics({"test/error": 0.012}, step=0)
     failed = track.create_run(uri, exp, "failed", {"config_hash": "failed", "scale": "cpu", "budget": "standard"})

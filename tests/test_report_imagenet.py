@@ -23,7 +23,7 @@ RANDOM_WD = [(0.30, 0.50, 0.0010, 0.005), (0.60, 0.80, 0.0012, 0.006), (0.85, 0.
 
 
 def write_run(uri, exp, name, tags, params, history, summary, last_step):
-    """A FINISHED run written synchronously in one batch (track.start_run's async writer waits ~1 s per run):
+    """A FINISHED run written synchronously in one batch (open_run.start_run's async writer waits ~1 s per run):
     params as job.py logs them (`natural`), `history` as [(step, {key: value})], `summary` at `last_step`."""
     c = track.client(uri)
     run_id = c.create_run(exp, run_name=name, tags=tags).info.run_id

@@ -10,7 +10,7 @@ import mlflow
 import pytest
 from conftest import run_cli
 
-from rethink.run import lifecycle, track
+from rethink.run import lifecycle, open_run, track
 from rethink.sweep import summary as sweep_summary
 
 TINY = ["dataset.train_size=200", "dataset.test_size=100", "trainer.max_epochs=2"]
@@ -70,7 +70,7 @@ def store_with_sweep(tmp_path, jobs: list[tuple[dict, dict]]) -> tuple[str, str]
     parent = lifecycle.open_sweep(uri, exp, str(tmp_path / "sweep"), {"overrides": "task=kernel seed=0,1"})
     for n, (params, metrics) in enumerate(jobs):
         run_id = track.create_run(uri, exp, f"job{n}", {"mlflow.parentRunId": parent, "job_num": n})
-        run = track.JobRun(uri, run_id)
+        run = open_run.JobRun(uri, run_id)
         run.log_params(params)
         track.log_metrics(uri, run_id, metrics)
         track.end_run(uri, run_id, "FINISHED")
@@ -101,7 +101,7 @@ def test_params_are_read_as_numbers_and_rows_follow_the_job_order(tmp_path):
     assert list(rows["p"]) == ["1", "0.5", "0"] and list(rows["fit step"]) == ["12"] * 3
     fig = sweep_summary.figure(df)
     assert fig is not None and len(fig.axes[0].lines) == 2  # two groups: no regularizer, weight decay
-    sweep_summary.plt.close(fig)
+    fig.clear()
 
 
 def test_an_empty_sweep_or_a_failing_summary_never_keeps_the_parent_open(tmp_path, caplog):

@@ -7,7 +7,7 @@ import math
 
 from rethink.errors import IncompleteRunError
 from rethink.jobs.epoch_table import duration
-from rethink.run import track
+from rethink.run import open_run
 from rethink.training.progress import FIT_THRESHOLDS, TrainResult
 
 
@@ -41,7 +41,7 @@ def results_table(last: dict, final: dict, stop_reason: str) -> str:
     return "| result | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
-def check_complete(job: track.JobRun, history: list[dict]) -> None:
+def check_complete(job: open_run.JobRun, history: list[dict]) -> None:
     """Refuse to finish a run whose per-epoch metrics have gaps in the store (a FINISHED run is a
     promise that its history is complete)."""
     expected: dict[str, list[int]] = {}

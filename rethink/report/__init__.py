@@ -39,7 +39,7 @@ from rethink.report.runs import (
 )
 from rethink.report.tables import TABLE4_NOTE, fig1_frame, fig1_table, markdown, table1, table4
 from rethink.report.wd_sweep import sweep_figure, sweep_frame, sweep_markdown
-from rethink.run import track
+from rethink.run import open_run, track
 from rethink.run.redact import redact
 
 __all__ = ["PAPER_FIG1C_P0", "PAPER_TABLE1", "PAPER_TABLE2", "PAPER_TABLE4", "STANDARD", "cifar_runs",
@@ -102,7 +102,7 @@ def write_report(uri: str, out: Path, experiment: str = "rethink", scale: str | 
 def log_report(uri: str, files: list[Path], name: str) -> str:
     """Log the report's files as artifacts of a run in the `rethink-reports` experiment."""
     exp = track.ensure_experiment(uri, "rethink-reports")
-    with track.start_run(uri, exp, f"report-{name}", {"kind": "report"}) as run:
+    with open_run.start_run(uri, exp, f"report-{name}", {"kind": "report"}) as run:
         for f in files:
             run.log_artifact(f)
     return run.run_id

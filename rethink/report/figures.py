@@ -7,9 +7,11 @@ import math
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from rethink import plots
-from rethink.plots import plt
+from rethink.plots import subplots
 from rethink.report.paper import FIG1_MODELS, FIG1A_CURVES, NUM_CLASSES, PAPER_FIG1C_P0
 from rethink.report.runs import train_sizes
 from rethink.report.tables import fig1_runs, select
@@ -33,19 +35,19 @@ def model_label(model: str, df: pd.DataFrame) -> str:
     return model
 
 
-def legend_proxy(ax: plt.Axes, marker: str, label: str, **style) -> None:
+def legend_proxy(ax: Axes, marker: str, label: str, **style) -> None:
     """A legend-only entry (a marker style shared by several lines), drawn nowhere."""
     ax.plot([], [], marker, color="0.3", label=label, **style)
 
 
-def _fig1_axes(title: str, df: pd.DataFrame) -> tuple[plt.Figure, plt.Axes]:
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+def _fig1_axes(title: str, df: pd.DataFrame) -> tuple[Figure, Axes]:
+    fig, ax = subplots(figsize=(6, 4.2))
     ax.set_title(figure_title(title, df), fontsize=9.5)
     ax.grid(alpha=0.3)
     return fig, ax
 
 
-def fig1b(f1: pd.DataFrame, df: pd.DataFrame) -> plt.Figure | None:
+def fig1b(f1: pd.DataFrame, df: pd.DataFrame) -> Figure | None:
     """Time to overfit relative to p = 0 against label corruption p; censored values as upward triangles."""
     drawable, df = f1.dropna(subset=["relative_time"]), fig1_runs(df)
     if drawable.empty:
@@ -73,7 +75,7 @@ def fig1b(f1: pd.DataFrame, df: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
-def fig1c(f1: pd.DataFrame, df: pd.DataFrame) -> plt.Figure | None:
+def fig1c(f1: pd.DataFrame, df: pd.DataFrame) -> Figure | None:
     """Test error against label corruption p, the paper's p = 0 values as their own markers, and chance."""
     if f1.empty:
         return None
@@ -105,7 +107,7 @@ def history(uri: str, run_id: str, key: str) -> pd.DataFrame:
     return pd.DataFrame({"step": [s for s, _ in hist], "value": [v for _, v in hist]}).sort_values("step")
 
 
-def fig1a(df: pd.DataFrame, uri: str) -> plt.Figure | None:
+def fig1a(df: pd.DataFrame, uri: str) -> Figure | None:
     """Inception's training loss per step for the five randomization tests (one seed each)."""
     curves = []
     for kind, level, label in FIG1A_CURVES:
@@ -116,7 +118,7 @@ def fig1a(df: pd.DataFrame, uri: str) -> plt.Figure | None:
     if not curves:
         return None
     div, xlabel = plots.step_axis(max(h["step"].max() for _, h, _ in curves))
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = subplots(figsize=(6, 4.2))
     for label, h, _ in curves:
         ax.plot(h["step"] / div, h["value"], label=label)
     plots.chance_line(ax, math.log(NUM_CLASSES), f"uniform prediction, ln {NUM_CLASSES}")
@@ -130,7 +132,7 @@ def fig1a(df: pd.DataFrame, uri: str) -> plt.Figure | None:
     return fig
 
 
-def _fig2b_panel(ax: plt.Axes, model: str, tr: pd.DataFrame, te: pd.DataFrame, div: float, xlabel: str) -> None:
+def _fig2b_panel(ax: Axes, model: str, tr: pd.DataFrame, te: pd.DataFrame, div: float, xlabel: str) -> None:
     """Train and test accuracy of one run; shaded: what early stopping at the best test accuracy gains."""
     best = te["value"].cummax()
     ax.plot(tr["step"] / div, 100 * tr["value"], label="train accuracy")
@@ -143,7 +145,7 @@ def _fig2b_panel(ax: plt.Axes, model: str, tr: pd.DataFrame, te: pd.DataFrame, d
     ax.legend(fontsize=8, loc="lower right")
 
 
-def fig2b(df: pd.DataFrame, uri: str) -> plt.Figure | None:
+def fig2b(df: pd.DataFrame, uri: str) -> Figure | None:
     """Inception with/without BN: train and test accuracy per step, one panel per model that has a run."""
     panels = []
     for model in ("inception", "inception_nobn"):
@@ -155,7 +157,7 @@ def fig2b(df: pd.DataFrame, uri: str) -> plt.Figure | None:
     if not panels:
         return None
     div, xlabel = plots.step_axis(max(max(tr["step"].max(), te["step"].max()) for _, tr, te, _ in panels))
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(6.5, 5 * len(panels)), 4), sharey=True, squeeze=False)
+    fig, axes = subplots(1, len(panels), figsize=(max(6.5, 5 * len(panels)), 4), sharey=True, squeeze=False)
     for ax, (model, tr, te, _) in zip(axes[0], panels, strict=True):
         _fig2b_panel(ax, model, tr, te, div, xlabel)
     axes[0][0].set_ylabel("accuracy (%)")
@@ -166,7 +168,7 @@ def fig2b(df: pd.DataFrame, uri: str) -> plt.Figure | None:
 
 
 
-def save_figures(figures: dict[str, plt.Figure | None], out: Path) -> dict[str, list[Path]]:
+def save_figures(figures: dict[str, Figure | None], out: Path) -> dict[str, list[Path]]:
     """Every figure that was drawn (None: no data), written as PNG + PDF and closed; {name: paths}."""
     written = {}
     for name, fig in figures.items():

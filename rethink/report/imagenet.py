@@ -15,8 +15,9 @@ history of a run that lacks them); Fig. 2a reads the histories of `train/acc` an
 from __future__ import annotations
 
 import pandas as pd
+from matplotlib.figure import Figure
 
-from rethink.plots import plt
+from rethink.plots import subplots
 from rethink.report.deviations import budget, grouped, precision
 from rethink.report.figures import figure_title, history, legend_proxy
 from rethink.report.paper import IMAGENET_CLASSES, IMAGENET_WD, PAPER_TABLE2
@@ -125,7 +126,7 @@ def table2_markdown(df: pd.DataFrame) -> str:
     return TABLE2_NOTE + markdown(table2(df))
 
 
-def fig2a(df: pd.DataFrame, uri: str) -> plt.Figure | None:
+def fig2a(df: pd.DataFrame, uri: str) -> Figure | None:
     """Top-1 train (solid) and test (dashed) accuracy against thousands of steps, one colour per true-label
     setting of Table 2 that has a run (its lowest seed), shaded up to the cumulative best test; None: no run."""
     curves = []
@@ -139,7 +140,7 @@ def fig2a(df: pd.DataFrame, uri: str) -> plt.Figure | None:
             curves.append((setting(aug, dropout, wd), f"C{i}", tr, te, sel.iloc[:1]))
     if not curves:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = subplots(figsize=(7, 4.5))
     for label, color, tr, te, _ in curves:
         x = te["step"] / 1000
         ax.plot(tr["step"] / 1000, 100 * tr["value"], "-", color=color, label=f"train ({label})")

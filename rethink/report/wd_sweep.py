@@ -5,9 +5,10 @@ and one figure, made only where the runs used hold two coefficients or more for 
 from __future__ import annotations
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from rethink import plots
-from rethink.plots import plt
+from rethink.plots import subplots
 from rethink.report.figures import MODEL_COLORS, figure_title, legend_proxy, model_label
 from rethink.report.paper import NUM_CLASSES, PAPER_WD_ALEXNET
 from rethink.report.tables import fmt, markdown
@@ -71,12 +72,12 @@ def sweep_markdown(frame: pd.DataFrame) -> str:
     return CAPTION + "\n\n" + markdown(sweep_table(frame))
 
 
-def sweep_figure(frame: pd.DataFrame, df: pd.DataFrame) -> plt.Figure | None:
+def sweep_figure(frame: pd.DataFrame, df: pd.DataFrame) -> Figure | None:
     """Final train accuracy against the coefficient (log x), one line per model; filled: fitted, open: not."""
     if frame.empty:
         return None
     runs = sweep_runs(df)
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = subplots(figsize=(6, 4.2))
     for model in MODELS:
         g = frame[frame["model"] == model].sort_values("weight_decay")
         if g.empty:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rethink.run import lifecycle, track
+from rethink.run import lifecycle, open_run, track
 
 log = logging.getLogger("rethink")
 
@@ -36,7 +36,7 @@ class JobSpec:
 class JobContext:
     """What the body of a job gets: its open run and, when resumed, the state to continue from."""
 
-    run: track.JobRun
+    run: open_run.JobRun
     identity: str
     resume_state: dict | None = None
     checkpoint_file: Path | None = None
@@ -62,7 +62,7 @@ class Plan:
     params: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, Any] = field(default_factory=dict)  # path -> object for log_dict
-    inputs: list[dict[str, str]] = field(default_factory=list)  # dataset inputs (track.JobRun.log_inputs)
+    inputs: list[dict[str, str]] = field(default_factory=list)  # dataset inputs (open_run.JobRun.log_inputs)
 
 
 def hydra_context() -> dict[str, Any]:
@@ -110,7 +110,7 @@ def run_job(spec: JobSpec, prepare: Callable[[], Plan]) -> dict[str, float]:
                      "resumes": int(resume.run.data.tags.get("resumes", 0)) + 1}
             log.info("%s: resuming run %s (%s) from its checkpoint after epoch %d", plan.name, resume.run.info.run_id,
                      resume.run.info.status, resume.state["epoch"])
-        with track.start_run(spec.uri, experiment_id, plan.name, tags,
+        with open_run.start_run(spec.uri, experiment_id, plan.name, tags,
                              resume_run_id=resume.run.info.run_id if resume else None) as run:
             if not resume:  # a resumed run has them (and MLflow refuses to change a param's value)
                 run.log_params(plan.params)

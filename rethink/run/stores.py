@@ -1,4 +1,5 @@
-"""Checks of a SQLite MLflow store before anything uses it: a sound SQLite file, and writable.
+"""A SQLite MLflow store as a file: checked before anything uses it (a sound SQLite file, and writable), and a
+new one made from a migrated template (`create_from_template`).
 
 Without them MLflow fails deep inside SQLAlchemy (a text file, random bytes) or after a training
 has run (a read-only store), with a long traceback whose last line names no cause. Each check
@@ -8,10 +9,13 @@ raises a `RethinkError` of one line naming the file and what to do; the file its
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from rethink.errors import RethinkError
+from rethink.system import filelock
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 _sound: set[Path] = set()  # files that passed `PRAGMA quick_check` in this process (it reads the whole file)
@@ -75,3 +79,28 @@ def check_writable(path: Path) -> None:
         if p.exists() and not os.access(p, mode):
             raise RethinkError(f"the MLflow store {path} is not writable ({p} is read-only): make it writable, "
                                f"or log elsewhere with mlflow.tracking_uri=")
+
+
+def template_dir() -> Path:
+    """Where empty, migrated stores are kept (one per MLflow version): $RETHINK_CACHE, else ~/.cache/rethink."""
+    return Path(os.environ.get("RETHINK_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                / "rethink")
+
+
+def create_from_template(path: Path, version: str, migrate: Callable[[Path], None]) -> bool:
+    """Create the new SQLite store `path` as a copy of an empty store that MLflow `version` migrated once on this
+    machine (`migrate(file)` makes it): MLflow builds a new store by running every schema migration, seconds of a
+    short job's start, and the copy is the same file. False (nothing made) where the template cannot be kept."""
+    template = template_dir() / f"mlflow-{version}-empty.db"
+    try:
+        if not template.is_file():
+            with filelock.exclusive(template.with_suffix(".lock"), f"waiting for another process migrating {template}"):
+                if not template.is_file():
+                    tmp = template.with_name(f"{template.stem}.{os.getpid()}.tmp.db")
+                    migrate(tmp)
+                    os.replace(tmp, template)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, path)
+        return True
+    except OSError:
+        return False

@@ -17,9 +17,9 @@ from typing import Any
 
 import pandas as pd
 
-from rethink.plots import Figure, plt
+from rethink.plots import Figure, subplots
 from rethink.regularizers import switched_on
-from rethink.run import track
+from rethink.run import open_run, track
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def figure(df: pd.DataFrame) -> Figure | None:
     points = plottable(df)
     if points.empty:
         return None
-    fig, (ax_gap, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax_gap, ax_acc) = subplots(1, 2, figsize=(10, 3.8))
     groups = points.assign(group=points["model"].fillna("?") + ", " + points["kind"].fillna("?") + ", "
                            + points["regularizer"])
     for label, g in groups.groupby("group", sort=True):
@@ -168,7 +168,7 @@ def write_files(out: Path, df: pd.DataFrame, rows: pd.DataFrame, fig: Figure | N
             files.append(out / f"{NAME}{suffix}")
             fig.savefig(files[-1], dpi=120)
     finally:
-        plt.close(fig)
+        fig.clear()
     return files
 
 
@@ -186,7 +186,7 @@ def summarize(uri: str, parent_id: str, outcome: dict[str, Any]) -> list[str]:
         log.info("sweep summary: no finished training job with a corruption level, so no figure (table only)")
     with tempfile.TemporaryDirectory(prefix="rethink-sweep-") as tmp:
         files = write_files(Path(tmp), df, rows, fig)
-        run = track.JobRun(uri, parent_id)
+        run = open_run.JobRun(uri, parent_id)
         for f in files:
             run.log_artifact(f)
     track.set_run_tags(uri, parent_id, {track.NOTE: note(overrides, outcome, rows, fig is not None)})

@@ -280,9 +280,9 @@ def minnorm(cfg: DictConfig, opts: MinnormOptions | Mapping[str, Any]) -> tuple[
 
 
 def distance_figure(history: dict[str, list[float]], opts: MinnormOptions):
-    import matplotlib.pyplot as plt
+    from rethink.plots import subplots
 
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig, ax = subplots(figsize=(6, 3.8))
     epochs = range(len(history["relative_distance"]))
     tiny = np.finfo(np.float64).tiny  # log axis: an exact 0 would vanish
     ax.plot(epochs, [max(v, tiny) for v in history["relative_distance"]], label="||w - pinv(X) y|| / ||pinv(X) y||")
