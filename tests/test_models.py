@@ -130,3 +130,28 @@ def test_model_configs_default_to_glorot_and_the_tf_slim_module():
         assert cfg.model.init == cfg.model.net.init == "glorot", name
     assert composed("model=inception").model.net.conv_module == "tf_slim"
     assert composed("model=inception", "model.init=torch").model.net.init == "torch"
+
+
+def test_batchnorm_momentum_and_eps_reach_every_layer_and_the_identity():
+    """`model.net.bn_momentum` / `bn_eps` are config choices: a non-default value reaches every BatchNorm layer
+    of the built model and is a new job (hash); the default (PyTorch's) is what runs before the keys computed."""
+    from conftest import composed
+    from hydra.utils import instantiate
+
+    from rethink.run import identity
+
+    def bn_layers(cfg):
+        return [m for m in instantiate(cfg.model.net).modules() if isinstance(m, nn.BatchNorm2d)]
+
+    default = composed("model=inception")
+    assert {(m.momentum, m.eps) for m in bn_layers(default)} == {(0.1, 1e-5)}
+    tf = composed("model=inception", "model.net.bn_momentum=0.001", "model.net.bn_eps=0.001")
+    layers = bn_layers(tf)
+    assert len(layers) == len(bn_layers(default)) > 0 and {(m.momentum, m.eps) for m in layers} == {(0.001, 0.001)}
+    # The default hashes as a config without the keys (a stored run's), and any other value differently.
+    old = {k: v for k, v in identity.identity_values(default).items() if not k.startswith("model.net.bn_")}
+    assert identity.config_hash(default) == identity.hash_values(old)
+    assert identity.config_hash(tf) != identity.config_hash(default)
+    assert identity.config_hash(composed("model=inception", "model.net.bn_eps=0.001")) != identity.config_hash(default)
+    with pytest.raises(RethinkError, match="model.net.bn_momentum"):
+        SmallInception((3, 8, 8), 10, bn_momentum=0)

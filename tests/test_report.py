@@ -3,6 +3,7 @@ it; censored runs are lower bounds; and one real preset end to end."""
 
 import math
 import shutil
+from hashlib import sha256
 from pathlib import Path
 
 import pandas as pd
@@ -34,18 +35,30 @@ def record(*, model, level, seed=0, kind="labels", crop=False, wd=0.0, scale="cp
     return params, tags
 
 
+# The training input's (source type, source) as rethink.data.source_of gives them (record.dataset_inputs logs them).
+SOURCES = {"local": ("local", "/data/cifar10"),
+           "torchvision": ("torchvision", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz -> /data")}
+
+
 def log_run(uri, exp, *, train, test, fit_step=None, steps=None, losses=(2.0, 1.0, 0.5), name=None,
-            final=True, tags=None, params=None, **rec):
+            final=True, tags=None, params=None, accs=None, source="local", **rec):
     """A FINISHED run with per-epoch metrics and (`final`) the summary metrics, plus `params` (the
-    setup params a run records since they exist: trainer.*, model.init...); returns its run id."""
+    setup params a run records since they exist: trainer.*, model.init...); `accs`: its per-epoch train
+    accuracy (default: rising linearly to `train`); `source`: its training input's source type (None: no
+    dataset input, as older and imported runs); returns its run id."""
     base_params, base_tags = record(**rec)
     params = base_params | (params or {})
     steps = steps or 100 * len(losses)
+    accs = accs or [train * i / len(losses) for i in range(1, len(losses) + 1)]
     base_tags["stop_reason"] = "target" if fit_step else "max_epochs"
     with open_run.start_run(uri, exp, name or base_tags["config_hash"], base_tags | (tags or {})) as run:
         run.log_params(params)
-        for i, loss in enumerate(losses, start=1):
-            run.log_metrics({"train/loss": loss, "train/acc": train * i / len(losses), "test/acc": test, "epoch": i},
+        if source:
+            source_type, where = SOURCES[source]
+            run.log_inputs([{"name": f"{params['dataset.name']}-train", "digest": sha256((base_tags["config_hash"] + source).encode()).hexdigest()[:16],
+                             "source": where, "source_type": source_type, "context": "training"}])
+        for i, (loss, acc) in enumerate(zip(losses, accs, strict=True), start=1):
+            run.log_metrics({"train/loss": loss, "train/acc": acc, "test/acc": test, "epoch": i},
                             step=steps * i // len(losses))
         if final:
             run.log_metrics({"epochs": len(losses), "steps": steps} | ({"fit_step": fit_step} if fit_step else {}),
@@ -145,7 +158,9 @@ def test_table4_augment_is_flip_and_rotation_with_the_online_accuracy(tmp_path):
     assert crop_row["runs"] == 1 and crop_row["train, online (ours)"] == "90.00" and crop_row["fitted"] == "1/1"
     assert t4.loc[("inception", "weight_decay"), "train, online (ours)"] == ""  # not an augmented row
     report.write_report(uri, tmp_path / "out", scale="cpu")
-    assert "random rotation up to 25 degrees" in (tmp_path / "out" / "README.md").read_text()
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "random rotation up to 25 degrees" in readme
+    assert "The paper does not say how it measured these training accuracies" in readme  # only ours is online
 
 
 def test_fig1_relative_time_and_censoring(store):
@@ -227,10 +242,11 @@ def test_censored_runs_are_lower_bounds_or_no_ratio(censored_store, tmp_path):
     assert ">= 3.79" in md and "p=0 censored" in md and "nan" not in md
 
     fig = report.fig1b(report.fig1_frame(df), df)
-    labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert "lower bound: run(s) stopped before the target" in labels and not any("paper" in s for s in labels)
-    assert "alexnet" not in " ".join(labels) and any("alexnet" in t.get_text() for t in fig.texts)
-    assert "scale=cpu" in fig.axes[0].get_title() and "mlp_1x512 (20,000 images)" in labels  # sizes differ
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]  # one legend, below the panel
+    assert ">= lower bound: the run(s) ended before reaching the target" in labels and not any("paper" in s for s in labels)
+    assert "alexnet" not in " ".join(labels) and "not drawn: alexnet" in fig.axes[0].get_title()
+    assert "scale=cpu" in fig._suptitle.get_text() and "mlp_1x512 (20,000 images)" in labels  # sizes differ
+    assert len(fig.axes) == 1  # no threshold below 99.9 % that AlexNet's p = 0 run (95 %) reached: the target's panel only
     plots.close(fig)
     files = {p.name for p in report.write_report(censored_store, tmp_path / "out", scale="cpu")}
     assert {"fig1b.png", "fig1b.pdf", "fig1c.png", "fig1c.pdf"} <= files
@@ -299,7 +315,8 @@ def test_deviations_are_read_from_the_runs_used(tmp_path):
             params=SETUP | {"model.init": "torch"})
     log_run(uri, exp, model="inception", level=0.0, wd=0.004, train=1.0, test=0.6, fit_step=200, train_size=50000,
             tags=gpu, params=SETUP | {"model.net.conv_module": "tf_slim", "trainer.lr_decay_period": None,
-                                      "trainer.max_epochs": 200})
+                                      "trainer.max_epochs": 200, "model.net.bn_momentum": 0.001,
+                                      "model.net.bn_eps": 0.001})
     # An older run: none of the setup params, numbers as floats.
     log_run(uri, exp, model="inception", level=1.0, train=1.0, test=0.1, fit_step=300, train_size=200, legacy=True,
             tags={"budget": "standard"})
@@ -322,6 +339,9 @@ def test_deviations_are_read_from_the_runs_used(tmp_path):
     assert deviations.conv_module(pd.DataFrame({"model": ["inception_nobn"], "conv_module": [None]})).iloc[0] == (
         "inception_nobn: no BatchNorm: conv + bias -> ReLU (the paper's Inception w/o BatchNorm)")
     assert "mlp" not in conv
+    bn = items["Inception's BatchNorm"]
+    assert "momentum 0.001, eps 0.001 (1 run)" in bn and "not recorded: momentum 0.1, eps 1e-05 (PyTorch's defaults" in bn
+    assert "TF-slim's batch_norm defaults are decay 0.999" in bn and "mlp" not in bn
     assert "0.004 on weights (conv/linear kernels only) (1 run)" in items["Weight decay"]
     prec = items["Device and precision"]
     assert "cpu (2 threads), fp32 (2 runs)" in prec and "cuda:0 NVIDIA H200, bf16 autocast (1 run)" in prec
@@ -396,3 +416,123 @@ def test_real_preset_end_to_end_then_report(tmp_path, data_root):
     t1 = report.table1(df).set_index("model")
     assert t1.loc["mlp_1x512", "runs"].tolist() == [0, 1]  # (wd yes, wd no): the true-label run
     assert t1.loc["mlp_1x512 (random labels)", "runs"] == 1
+
+
+@pytest.fixture()
+def paper_like_store(tmp_path):
+    """Fig. 1 runs as at the paper's scale: every run reaches 98 %, but MLP's p = 0.5 and p = 1 never reach
+    the 99.9 % target (censored) and its p = 1 not even 99 %. Only MLP's p = 0 logs the steps_to_99 summary:
+    the 98 % steps come from the train/acc histories."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = track.ensure_experiment(uri, "rethink")
+    kw = {"scale": "paper", "train_size": 50000, "test": 0.5}
+    p0 = log_run(uri, exp, model="mlp_1x512", level=0.0, train=1.0, accs=[0.5, 0.995, 1.0], fit_step=300, **kw)
+    track.log_metrics(uri, p0, {"steps_to_99": 200, "steps_to_99_9": 300}, step=300)
+    log_run(uri, exp, model="mlp_1x512", level=0.5, train=0.992, accs=[0.4, 0.9, 0.992], **kw)
+    log_run(uri, exp, model="mlp_1x512", level=1.0, train=0.985, accs=[0.3, 0.85, 0.985], steps=600, **kw)
+    log_run(uri, exp, model="alexnet", level=0.0, train=1.0, accs=[0.6, 0.99, 1.0], fit_step=300, **kw)
+    log_run(uri, exp, model="alexnet", level=1.0, train=1.0, accs=[0.5, 0.98, 1.0], fit_step=600, steps=600, **kw)
+    return uri
+
+
+def test_fig1b_time_to_a_threshold_every_run_reached_beside_the_censored_target(paper_like_store, tmp_path):
+    uri = paper_like_store
+    df = report.load_runs(uri, scale="paper")
+    f1 = report.fig1_frame(df, uri).set_index(["model", "level"])
+    assert (f1["threshold"] == 0.98).all()  # 99 %: MLP's p = 1 run never reached it
+    mlp = f1.loc["mlp_1x512"]
+    # to 98 %: MLP p = 0 at step 200, p = 0.5 at 300, p = 1 at 600 (AlexNet: 200, 400) -- every point is data
+    assert mlp["relative_time_at_threshold"].tolist() == [1.0, 1.5, 3.0]
+    assert mlp["time to threshold / p=0"].tolist() == ["1.00", "1.50", "3.00"]
+    # to the 99.9 % target: p = 0.5 and p = 1 are censored, so their ratios are lower bounds
+    assert mlp["censored"].tolist() == [False, True, True]
+    assert mlp["time to overfit / p=0"].tolist() == ["1.00", ">= 1.00", ">= 2.00"]
+    assert f1.loc[("alexnet", 1.0), "relative_time_at_threshold"] == 2.0 and not f1.loc[("alexnet", 1.0), "censored"]
+    # Without the store only the summaries are known: no threshold is known to have been reached by every run.
+    assert report.fig1_frame(df)["threshold"].isna().all()
+
+    table = report.fig1_table(report.fig1_frame(df, uri))
+    both = ["time to 99.9 % / p=0 (>=: a lower bound)", "time to 98 % / p=0 (every run reached it)"]
+    assert both == list(table.columns[-2:])
+    assert table.loc[table["p"] == 1.0, both].values.tolist() == [["2.00", "2.00"], [">= 2.00", "3.00"]]  # alexnet, mlp
+
+    fig = report.fig1b(report.fig1_frame(df, uri), df)
+    common, target = fig.axes
+    assert "98 %" in common.get_title() and "every run" in common.get_title() and "99.9 %" in target.get_title()
+    mlp_line = next(ln for ln in target.get_lines() if ln.get_label() == "mlp_1x512")
+    assert mlp_line.get_ydata()[0] == 1.0 and all(math.isnan(y) for y in mlp_line.get_ydata()[1:])  # no line to a bound
+    open_marks = [ln for ln in target.get_lines() if ln.get_marker() == "^" and len(ln.get_xdata())]
+    assert [list(ln.get_xdata()) for ln in open_marks] == [[0.5, 1.0]] and open_marks[0].get_markerfacecolor() == "white"
+    common_line = next(ln for ln in common.get_lines() if ln.get_label() == "mlp_1x512")
+    assert list(common_line.get_ydata()) == [1.0, 1.5, 3.0]
+    plots.close(fig)
+
+    report.write_report(uri, tmp_path / "out", scale="paper")
+    csv = pd.read_csv(tmp_path / "out" / "fig1bc.csv")
+    assert {"censored", "threshold", "relative_time_at_threshold"} <= set(csv.columns)
+    assert csv.loc[csv["model"] == "mlp_1x512", "censored"].tolist() == [False, True, True]
+    md = (tmp_path / "out" / "fig1bc.md").read_text()
+    assert ">= 2.00" in md and "time to 98 % / p=0 (every run reached it)" in md
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "also give the time to **98 %**, the highest of 99 %, 98 %" in readme
+
+
+def test_fig2b_legend_below_the_panels_and_no_gain_for_a_run_that_never_fitted(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = track.ensure_experiment(uri, "rethink")
+    log_run(uri, exp, model="inception", level=0.0, train=1.0, test=0.6, fit_step=300, train_size=500,
+            accs=[0.5, 0.9, 1.0])
+    # Never fitted: a flat curve near chance (Inception w/o BN on a CPU budget).
+    log_run(uri, exp, model="inception_nobn", level=0.0, train=0.11, test=0.1, train_size=500, accs=[0.1, 0.12, 0.11])
+    fig = report.fig2b(report.load_runs(uri, scale="cpu"), uri)
+    fitted, flat = fig.axes
+    assert len(fitted.collections) == 1 and "early-stopping gain 0.00 pts" in fitted.get_title()  # the shaded band
+    assert not flat.collections and "never fitted (best train accuracy 12.0 %): no gain drawn" in flat.get_title()
+    assert fitted.get_legend() is None and flat.get_legend() is None and len(fig.legends) == 1
+    fig.canvas.draw()  # the one legend sits below both panels: it covers no curve
+    legend_top = fig.legends[0].get_window_extent().y1
+    assert all(legend_top <= ax.get_window_extent().y0 for ax in fig.axes)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels.count("train accuracy") == 1 and "chance (10 classes)" in labels and any("shaded" in s for s in labels)
+    plots.close(fig)
+
+
+def test_the_data_copy_is_read_from_each_runs_dataset_input(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = track.ensure_experiment(uri, "rethink")
+    log_run(uri, exp, model="mlp_1x512", level=0.0, train=1.0, test=0.5, fit_step=100)  # the local JPEG tree
+    log_run(uri, exp, model="mlp_1x512", level=1.0, train=1.0, test=0.1, fit_step=300, source="torchvision")
+    log_run(uri, exp, model="mlp_1x512", level=0.5, train=1.0, test=0.3, fit_step=200, source=None)  # no input logged
+    df = report.load_runs(uri, scale="cpu").set_index("level")
+    assert df.loc[1.0, "source_type"] == "torchvision" and df.loc[0.0, "source"] == "/data/cifar10"
+    assert pd.isna(df.loc[0.5, "source_type"])
+    data = deviations.data(df.sort_index().reset_index())  # p = 0, 0.5, 1
+    assert data.tolist() == [deviations.JPEG, deviations.SOURCE_NOT_RECORDED, deviations.TORCHVISION]
+    torchvision_only = report.deviations_section(df.loc[[1.0]].reset_index())
+    assert "torchvision's download of the original (1 run)" in torchvision_only and "JPEG" not in torchvision_only
+    section = report.deviations_section(df.reset_index())
+    assert "re-encoded as JPEG" in section and "a little lower" in section  # said where a run used the JPEG copy
+
+
+def test_the_headline_sentences_are_computed_from_the_runs(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = track.ensure_experiment(uri, "rethink")
+    lr = {"trainer.lr_decay": 0.95, "trainer.lr_decay_period": 391}
+    for level, test, fit in ((0.0, 0.45, 100), (0.5, 0.30, 200), (1.0, 0.10, 300)):
+        log_run(uri, exp, model="mlp_1x512", level=level, train=1.0, test=test, fit_step=fit, steps=4740, params=lr)
+    log_run(uri, exp, model="alexnet", level=0.0, train=1.0, test=0.40, fit_step=300, steps=480, train_size=1000, params=lr)
+    log_run(uri, exp, model="alexnet", level=1.0, train=1.0, test=0.12, fit_step=400, steps=480, train_size=1000, params=lr)
+    log_run(uri, exp, model="alexnet", level=0.5, train=1.0, test=0.45, fit_step=400, steps=480, train_size=1000, params=lr)
+    log_run(uri, exp, model="inception_nobn", level=1.0, train=0.206, test=0.1, steps=200, train_size=500, params=lr)
+    report.write_report(uri, tmp_path / "out", scale="cpu")
+    readme = (tmp_path / "out" / "README.md").read_text()
+    shows = readme.split("## What these runs show")[1].split("\n## ")[0]
+    assert ("fitted (every run reached the target) by alexnet, mlp_1x512; not by inception_nobn "
+            "(final train accuracy 20.6 %)") in shows
+    assert "alexnet 12.0 %, inception_nobn 10.0 %, mlp_1x512 10.0 % (chance: 10 %)" in shows
+    assert "rises with p** (Fig. 1c) for mlp_1x512; not for alexnet" in shows  # AlexNet: error 0.60 at p = 0, 0.55 at 0.5
+    differ = readme.split("## Where our numbers differ from the paper")[1].split("\n## ")[0]
+    assert "fitting random labels" not in differ and "[What these runs show](#what-these-runs-show)" in differ
+    # x0.95 per 391 steps: AlexNet's 480 steps end at 95 % of the initial LR, Inception w/o BN's 200 at 100 %
+    assert "alexnet 95 % (480 steps); inception_nobn 100 % (200 steps); mlp_1x512 54 % (4,740 steps)" in differ
+    assert "alexnet, inception_nobn trained at a nearly constant LR" in differ

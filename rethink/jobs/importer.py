@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import cache
 from pathlib import Path
 
 from rethink.run import lifecycle, runner, track
 from rethink.run.identity import hash_values
+
+CONF = Path(__file__).resolve().parent / "conf"  # the Hydra configs (conf/ at the repository root)
 
 
 def params_of(rec: dict) -> dict:
@@ -30,16 +33,32 @@ def params_of(rec: dict) -> dict:
     } | {f"trainer.{k}": v for k, v in s.items() if k not in ("weight_decay", "random_crop", "flip", "crop_size", "seed")}
 
 
-# What `scale=paper` gives a Hydra job: a record made with other settings has a custom budget.
-PAPER_BUDGET = {"max_epochs": 200, "patience": None, "stop_at_target": True, "target_train_acc": 0.999,
-                "lr_decay": 0.95, "lr_decay_period": None, "batch_size": 128, "momentum": 0.9}
+# The trainer settings a record must share with the standard budget; their values are read from the configs.
+BUDGET_KEYS = ("max_epochs", "patience", "stop_at_target", "target_train_acc", "lr", "lr_decay", "lr_decay_period",
+               "batch_size", "momentum")
+# The preset whose budget a standard record matches: every CIFAR-10 preset trains the same way (the model's
+# `paper.max_epochs`, the whole budget: `trainer.stop_at_target: false`), and Table 1's covers all five models.
+STANDARD_PRESET = "table1"
+
+
+@cache
+def paper_budget(model: str) -> dict:
+    """What a preset at `scale=paper` gives a Hydra job of `model` for `BUDGET_KEYS`, composed from conf/
+    (conf/model/<model>.yaml `paper.max_epochs`, the preset's `trainer.stop_at_target`, the trainer defaults)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"model={model}", "scale=paper", f"experiment={STANDARD_PRESET}"])
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    return {k: trainer[k] for k in BUDGET_KEYS}
 
 
 def budget_tags(rec: dict, scale: str) -> dict[str, str]:
-    """`budget` standard only for a full-data record made with the paper-scale settings; else custom,
-    with the differences as `budget_overrides` (as a Hydra job's command line would show them)."""
+    """`budget` standard only for a full-data record made with its model's paper-scale budget (`paper_budget`);
+    else custom, with the differences as `budget_overrides` (as a Hydra job's command line would show them)."""
     s = rec["settings"]
-    diffs = [f"trainer.{k}={s[k]}" for k, v in PAPER_BUDGET.items() if k in s and s[k] != v]
+    diffs = [f"trainer.{k}={s[k]}" for k, v in paper_budget(rec["model"]).items() if k in s and s[k] != v]
     if scale != "paper":
         diffs.insert(0, f"dataset.train_size={rec['train_size']}")
     return {"budget": "custom", "budget_overrides": " ".join(diffs)} if diffs else {"budget": "standard"}
@@ -47,7 +66,7 @@ def budget_tags(rec: dict, scale: str) -> dict[str, str]:
 
 def import_record(uri: str, experiment: str, rec: dict, source: str) -> dict[str, float] | None:
     """Log one record as a run through the job skeleton; None when it was imported before."""
-    from rethink.jobs.training import summary_metrics
+    from rethink.jobs.outcome import summary_metrics
     from rethink.run.record import run_name
     from rethink.training.progress import TrainResult
 

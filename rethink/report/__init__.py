@@ -64,7 +64,7 @@ def write_report(uri: str, out: Path, experiment: str = "rethink", scale: str | 
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     inet, df = imagenet_runs(df), cifar_runs(df)  # the two halves of the paper; below, `df` is CIFAR-10's
-    t1, t4, f1 = table1(df), table4(df), fig1_frame(df)
+    t1, t4, f1 = table1(df), table4(df), fig1_frame(df, uri)  # uri: train/acc histories for Fig. 1b's common threshold
     for name, frame, shown in (("table1", t1, t1), ("table4", t4, t4), ("fig1bc", f1, fig1_table(f1))):
         frame.to_csv(out / f"{name}.csv", index=False)
         (out / f"{name}.md").write_text(markdown(shown))
@@ -82,7 +82,8 @@ def write_report(uri: str, out: Path, experiment: str = "rethink", scale: str | 
     figures = save_figures({"fig1a": fig1a(df, uri), "fig1b": fig1b(f1, df), "fig1c": fig1c(f1, df),
                             "fig2a": fig2a(inet, uri), "fig2b": fig2b(df, uri), "wd_sweep": sweep_figure(ws, df)}, out)
     written += [p for paths in figures.values() for p in paths]
-    text = readme.notes(df, t1, scale, unused, standard_only=budgets == STANDARD, imagenet=len(inet)) + (f"\n{extra_notes.strip()}\n" if extra_notes else "")
+    text = readme.notes(df, t1, scale, unused, standard_only=budgets == STANDARD, imagenet=len(inet), f1=f1)
+    text += f"\n{extra_notes.strip()}\n" if extra_notes else ""
     if budgets != STANDARD:
         text += (f"\n**Budgets used: {'any' if budgets is None else ', '.join(budgets)}** — runs that did not run "
                  "their preset's budget are mixed in: this is not the paper's protocol.\n")

@@ -13,9 +13,13 @@ from rethink.report.runs import is_missing
 
 NOT_RECORDED = "not recorded"
 JPEG = "CIFAR-10 from the local copy, re-encoded as JPEG (quality 75, 4:2:0 chroma subsampling)"
+TORCHVISION = "CIFAR-10 from torchvision's download of the original"
+SOURCE_NOT_RECORDED = "CIFAR-10, copy not recorded (no dataset input: a run from before they were logged, or imported)"
 WD_ON = {"weights": "conv/linear kernels only", "all": "kernels and biases"}
 CONV_MODULES = {"tf_slim": "conv (no bias) -> BatchNorm with a learnable shift, no scale -> ReLU",
                 "bias_bn_noaffine": "conv + bias -> BatchNorm without shift or scale -> ReLU"}
+LEGACY_BATCHNORM = ("not recorded: momentum 0.1, eps 1e-05 (PyTorch's defaults, the only values before "
+                    "model.net.bn_momentum / bn_eps)")
 NO_BATCHNORM = "no BatchNorm: conv + bias -> ReLU (the paper's Inception w/o BatchNorm)"
 LEGACY_CONV_MODULE = ("not recorded: conv + bias -> BatchNorm without shift or scale -> ReLU (the only module "
                       "before model.net.conv_module)")
@@ -38,9 +42,19 @@ def _count(value, what: str) -> str:
     return f"{what} {NOT_RECORDED}" if is_missing(value) else f"{int(value):,} {what}"
 
 
+def _copy(dataset, source_type) -> str:
+    """The data set copy of one run, from its training input's source type (`record.dataset_inputs`)."""
+    if dataset != "cifar10":
+        return str(dataset)
+    if is_missing(source_type):
+        return SOURCE_NOT_RECORDED
+    return {"local": JPEG, "torchvision": TORCHVISION}.get(str(source_type), f"CIFAR-10 ({source_type})")
+
+
 def data(df: pd.DataFrame) -> pd.Series:
-    """The data set copy each run trained on."""
-    return df["dataset"].map(lambda d: JPEG if d == "cifar10" else str(d))
+    """The data set copy each run trained on, as its dataset input recorded it."""
+    return pd.Series([_copy(d, t) for d, t in zip(df["dataset"], df["source_type"], strict=True)], index=df.index,
+                     dtype=object)
 
 
 def budget(df: pd.DataFrame) -> pd.Series:
@@ -76,6 +90,19 @@ def conv_module(df: pd.DataFrame) -> pd.Series | None:
                                  f"{r.conv_module} ({CONV_MODULES.get(str(r.conv_module), 'see the model')})")
 
     return pd.Series([one(r) for r in inc.itertuples()], index=inc.index, dtype=object)
+
+
+def batchnorm(df: pd.DataFrame) -> pd.Series | None:
+    """Per Inception run with BatchNorm: its running-statistics momentum and epsilon (None: no such run)."""
+    bn = df[df["model"] == "inception"]
+    if bn.empty:
+        return None
+    def one(r) -> str:
+        if is_missing(r.bn_momentum) and is_missing(r.bn_eps):
+            return LEGACY_BATCHNORM
+        return f"momentum {_text(r.bn_momentum)}, eps {_text(r.bn_eps)}"
+
+    return pd.Series([one(r) for r in bn.itertuples()], index=bn.index, dtype=object)
 
 
 def weight_decay(df: pd.DataFrame) -> pd.Series | None:
@@ -121,11 +148,12 @@ def lr_schedule(df: pd.DataFrame) -> pd.Series:
 
 # (title, the params/tags read, per-run labels, the paper's setup key, separator between values)
 ITEMS: list[tuple[str, str, Callable[[pd.DataFrame], pd.Series | None], str, str]] = [
-    ("Data", "dataset.name", data, "data", ", "),
+    ("Data", "dataset.name, dataset input source", data, "data", ", "),
     ("Training budget", "train_examples, test_examples, trainer.max_epochs", budget, "budget", "; "),
     ("Stopping rule", "trainer.target_train_acc, trainer.stop_at_target, trainer.patience", stopping, "stopping", "; "),
     ("Initialization", "model.init", init, "init", ", "),
     ("Inception's conv module", "model.net.conv_module", conv_module, "conv_module", "; "),
+    ("Inception's BatchNorm", "model.net.bn_momentum, model.net.bn_eps", batchnorm, "batchnorm", "; "),
     ("Weight decay", "regularizer.weight_decay, regularizer.weight_decay_on", weight_decay, "weight_decay", "; "),
     ("Device and precision", "tag device, trainer.amp", precision, "precision", "; "),
     ("LR schedule", "trainer.lr_decay, trainer.lr_decay_period", lr_schedule, "lr_schedule", "; "),
@@ -144,7 +172,7 @@ def deviations_section(df: pd.DataFrame) -> str:
         if labels is None:
             continue
         line = f"- **{title}** (`{keys}`): {grouped(labels, sep)}. Paper: {PAPER_SETUP[paper]}."
-        if paper == "data" and (df["dataset"] == "cifar10").any():
+        if paper == "data" and (labels == JPEG).any():
             line += " JPEG loses a little detail, so our test accuracies run a little lower than on the original."
         text += line + "\n"
     return text

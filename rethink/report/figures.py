@@ -12,10 +12,10 @@ from matplotlib.figure import Figure
 
 from rethink import plots
 from rethink.plots import subplots
+from rethink.report.overfit import percent
 from rethink.report.paper import FIG1_MODELS, FIG1A_CURVES, NUM_CLASSES, PAPER_FIG1C_P0
-from rethink.report.runs import train_sizes
-from rethink.report.tables import fig1_runs, select
-from rethink.run import track
+from rethink.report.runs import history, train_sizes
+from rethink.report.tables import common_threshold, fig1_runs, select, target_label
 
 MODEL_COLORS = {"inception": "C0", "alexnet": "C1", "mlp_1x512": "C2"}  # one colour per model in every figure
 
@@ -40,6 +40,16 @@ def legend_proxy(ax: Axes, marker: str, label: str, **style) -> None:
     ax.plot([], [], marker, color="0.3", label=label, **style)
 
 
+def shared_legend(fig: Figure, axes, ncol: int = 2) -> float:
+    """One legend for every panel, below them (where it covers no curve); returns the height it takes (figure share)."""
+    entries: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    return 0.05 * math.ceil(len(entries) / ncol) + 0.01
+
+
 def _fig1_axes(title: str, df: pd.DataFrame) -> tuple[Figure, Axes]:
     fig, ax = subplots(figsize=(6, 4.2))
     ax.set_title(figure_title(title, df), fontsize=9.5)
@@ -47,31 +57,55 @@ def _fig1_axes(title: str, df: pd.DataFrame) -> tuple[Figure, Axes]:
     return fig, ax
 
 
-def fig1b(f1: pd.DataFrame, df: pd.DataFrame) -> Figure | None:
-    """Time to overfit relative to p = 0 against label corruption p; censored values as upward triangles."""
-    drawable, df = f1.dropna(subset=["relative_time"]), fig1_runs(df)
-    if drawable.empty:
-        return None
-    fig, ax = _fig1_axes("Fig. 1b: time to overfit vs label noise", df)
+def _fig1b_common(ax: Axes, f1: pd.DataFrame, df: pd.DataFrame, threshold: float) -> None:
+    """The time to the threshold every run reached: every point is data."""
+    for model in FIG1_MODELS:
+        g = f1[f1["model"] == model].dropna(subset=["relative_time_at_threshold"])
+        if len(g):
+            ax.plot(g["level"], g["relative_time_at_threshold"], "o-", color=MODEL_COLORS[model],
+                    label=model_label(model, df))
+    ax.set_title(f"to {percent(threshold)} train accuracy (every run reached it)", fontsize=9)
+
+
+def _fig1b_target(ax: Axes, f1: pd.DataFrame, df: pd.DataFrame) -> None:
+    """The time to the target: censored means are open upward triangles (>=, lower bounds), and a line
+    joins only neighbouring points that are both data (a censored point breaks it)."""
+    drawable = f1.dropna(subset=["relative_time"])
     for model in FIG1_MODELS:
         g = drawable[drawable["model"] == model]
         if g.empty:
             continue
-        line, = ax.plot(g["level"], g["relative_time"], "-", color=MODEL_COLORS[model], label=model_label(model, df))
+        color = MODEL_COLORS[model]
+        ax.plot(g["level"], g["relative_time"].where(~g["censored"]), "-", color=color, label=model_label(model, df))
         fit, cens = g[~g["censored"]], g[g["censored"]]
-        ax.plot(fit["level"], fit["relative_time"], "o", color=line.get_color())
-        ax.plot(cens["level"], cens["relative_time"], "^", ms=10, mfc="white", color=line.get_color())
-    legend_proxy(ax, "o", "reached the target")
+        ax.plot(fit["level"], fit["relative_time"], "o", color=color, zorder=3)
+        ax.plot(cens["level"], cens["relative_time"], "^", ms=10, mfc="white", color=color, zorder=2)
+    legend_proxy(ax, "o", "reached the target", ls="none")
     if drawable["censored"].any():
-        legend_proxy(ax, "^", "lower bound: run(s) stopped before the target", ms=10, mfc="white")
+        legend_proxy(ax, "^", ">= lower bound: the run(s) ended before reaching the target", ms=10, mfc="white", ls="none")
     no_ratio = sorted(set(f1.loc[f1["p0_censored"], "model"]) - set(drawable["model"]))
-    if no_ratio:
-        fig.text(0.01, 0.01, f"not drawn: {', '.join(no_ratio)} (its p = 0 run never reached the target: no ratio)",
-                 fontsize=7, color="0.3")
-    ax.set(xlabel="label corruption p", ylabel="time to overfit / time at p = 0")
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
-    fig.tight_layout(rect=(0, 0.04 if no_ratio else 0, 1, 1))
+    note = f"\nnot drawn: {', '.join(no_ratio)} (p = 0 never reached the target: no ratio)" if no_ratio else ""
+    ax.set_title(f"to {target_label(f1)} train accuracy (the target){note}", fontsize=9)
+
+
+def fig1b(f1: pd.DataFrame, df: pd.DataFrame) -> Figure | None:
+    """Time to overfit relative to p = 0 against label corruption p, to the fit target (censored values as
+    open triangles); beside it, where some run never reached the target, to the highest threshold that
+    every run of the figure reached (`fig1_frame`'s `threshold`), where no point is a lower bound."""
+    df, threshold = fig1_runs(df), common_threshold(f1)
+    if f1["relative_time"].isna().all() and threshold is None:
+        return None
+    fig, axes = subplots(1, 1 if threshold is None else 2, figsize=(6.5 if threshold is None else 11, 4.8),
+                             squeeze=False)
+    if threshold is not None:
+        _fig1b_common(axes[0][0], f1, df, threshold)
+    _fig1b_target(axes[0][-1], f1, df)
+    for ax in axes[0]:
+        ax.set(xlabel="label corruption p", ylabel="time to overfit / time at p = 0")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    fig.suptitle(figure_title("Fig. 1b: time to overfit vs label noise", df), fontsize=10)
+    fig.tight_layout(rect=(0, shared_legend(fig, axes[0], ncol=3 if threshold is not None else 2), 1, 1))
     return fig
 
 
@@ -101,12 +135,6 @@ def fig1c(f1: pd.DataFrame, df: pd.DataFrame) -> Figure | None:
     return fig
 
 
-def history(uri: str, run_id: str, key: str) -> pd.DataFrame:
-    """One metric's logged values as a frame (`step`, `value`), in step order."""
-    hist = track.metric_history(uri, run_id, key)
-    return pd.DataFrame({"step": [s for s, _ in hist], "value": [v for _, v in hist]}).sort_values("step")
-
-
 def fig1a(df: pd.DataFrame, uri: str) -> Figure | None:
     """Inception's training loss per step for the five randomization tests (one seed each)."""
     curves = []
@@ -132,17 +160,26 @@ def fig1a(df: pd.DataFrame, uri: str) -> Figure | None:
     return fig
 
 
-def _fig2b_panel(ax: Axes, model: str, tr: pd.DataFrame, te: pd.DataFrame, div: float, xlabel: str) -> None:
-    """Train and test accuracy of one run; shaded: what early stopping at the best test accuracy gains."""
-    best = te["value"].cummax()
+GAIN_LABEL = "cumulative best test accuracy (shaded: what early stopping gains)"
+
+
+def _fig2b_panel(ax: Axes, run: pd.Series, tr: pd.DataFrame, te: pd.DataFrame, div: float, xlabel: str) -> None:
+    """Train and test accuracy of one run; shaded: what early stopping at the best test accuracy gains. A run
+    that never reached its fit target never fitted its training set (or never left chance): the best-minus-final
+    test accuracy of a run still learning is no early-stopping gain, so it gets no band, and its title says so."""
     ax.plot(tr["step"] / div, 100 * tr["value"], label="train accuracy")
     ax.plot(te["step"] / div, 100 * te["value"], label="test accuracy")
-    ax.fill_between(te["step"] / div, 100 * te["value"], 100 * best, color="C1", alpha=0.25,
-                    label=f"cumulative best test (gain {100 * (best.iloc[-1] - te['value'].iloc[-1]):.2f} pts)")
+    if pd.isna(run["fit_step"]):
+        note = f"never fitted (best train accuracy {100 * tr['value'].max():.1f} %): no gain drawn"
+    else:
+        best = te["value"].cummax()
+        ax.fill_between(te["step"] / div, 100 * te["value"], 100 * best, color="C1", alpha=0.25, label=GAIN_LABEL)
+        note = f"early-stopping gain {100 * (best.iloc[-1] - te['value'].iloc[-1]):.2f} pts"
     plots.chance_line(ax, 100 / NUM_CLASSES, f"{NUM_CLASSES} classes")
-    ax.set(title=model if model == "inception" else f"{model} (no BatchNorm)", xlabel=xlabel, ylim=(0, 100))
+    name = run["model"] if run["model"] == "inception" else f"{run['model']} (no BatchNorm)"
+    ax.set(xlabel=xlabel, ylim=(0, 100))
+    ax.set_title(f"{name}\n{note}", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
 
 
 def fig2b(df: pd.DataFrame, uri: str) -> Figure | None:
@@ -153,19 +190,18 @@ def fig2b(df: pd.DataFrame, uri: str) -> Figure | None:
         if len(sel):
             tr, te = history(uri, sel.iloc[0]["run_id"], "train/acc"), history(uri, sel.iloc[0]["run_id"], "test/acc")
             if not tr.empty and not te.empty:
-                panels.append((model, tr, te, sel.iloc[:1]))
+                panels.append((sel.iloc[0], tr, te))
     if not panels:
         return None
-    div, xlabel = plots.step_axis(max(max(tr["step"].max(), te["step"].max()) for _, tr, te, _ in panels))
-    fig, axes = subplots(1, len(panels), figsize=(max(6.5, 5 * len(panels)), 4), sharey=True, squeeze=False)
-    for ax, (model, tr, te, _) in zip(axes[0], panels, strict=True):
-        _fig2b_panel(ax, model, tr, te, div, xlabel)
+    div, xlabel = plots.step_axis(max(max(tr["step"].max(), te["step"].max()) for _, tr, te in panels))
+    fig, axes = subplots(1, len(panels), figsize=(max(6.5, 5 * len(panels)), 4.6), sharey=True, squeeze=False)
+    for ax, (run, tr, te) in zip(axes[0], panels, strict=True):
+        _fig2b_panel(ax, run, tr, te, div, xlabel)
     axes[0][0].set_ylabel("accuracy (%)")
-    drawn = pd.concat([runs for *_, runs in panels])
+    drawn = pd.DataFrame([run for run, _, _ in panels])
     fig.suptitle(figure_title("Fig. 2b: BatchNorm and early stopping (no explicit regularizer)", drawn), fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, shared_legend(fig, axes[0]), 1, 1))
     return fig
-
 
 
 def save_figures(figures: dict[str, Figure | None], out: Path) -> dict[str, list[Path]]:

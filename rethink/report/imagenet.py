@@ -19,9 +19,9 @@ from matplotlib.figure import Figure
 
 from rethink.plots import subplots
 from rethink.report.deviations import budget, grouped, precision
-from rethink.report.figures import figure_title, history, legend_proxy
+from rethink.report.figures import figure_title, legend_proxy
 from rethink.report.paper import IMAGENET_CLASSES, IMAGENET_WD, PAPER_TABLE2
-from rethink.report.runs import imagenet_runs, is_missing
+from rethink.report.runs import history, imagenet_runs, is_missing
 from rethink.report.tables import fmt, markdown
 
 # (our column in the runs frame, our best-along-training column or None, the table's name for it)

@@ -40,6 +40,8 @@ PAPER_SETUP = {
             "zero biases; torch = PyTorch's own)",
     "conv_module": "conv -> BatchNorm -> ReLU (Appendix A), without saying which of them carries the per-channel "
                    "shift; its parameter count allows one per channel",
+    "batchnorm": "not stated; its code was TensorFlow, where TF-slim's batch_norm defaults are decay 0.999 "
+                 "(momentum 0.001 in PyTorch's terms) and epsilon 0.001; PyTorch's are momentum 0.1 and eps 1e-05",
     "weight_decay": "the coefficient is not stated",
     "precision": "reduced precision is not mentioned",
     "lr_schedule": f"x{PAPER_LR_DECAY:g} per epoch",

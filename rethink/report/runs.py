@@ -43,6 +43,7 @@ def read_runs(uri: str, experiment: str = "rethink") -> pd.DataFrame:
     raw = track.runs_frame(uri, experiment)
     if raw.empty:
         return pd.DataFrame()
+    sources = track.dataset_sources(uri, experiment)  # (source type, source) of each run's training data
     p, m = (lambda k: _col(raw, f"params.{k}")), (lambda k: _num(raw, f"metrics.{k}"))  # noqa: E731
     return pd.DataFrame({
         "run_id": raw["run_id"], "run": _col(raw, "tags.mlflow.runName"), "status": _col(raw, "status"),
@@ -61,13 +62,17 @@ def read_runs(uri: str, experiment: str = "rethink") -> pd.DataFrame:
         "train_acc": m("train/acc"), "test_acc": m("test/acc"), "running_acc": m("train/running_acc"), "fit_step": m("fit_step"),
         "train_top5": m("train/top5"), "test_top5": m("test/top5"),  # ImageNet runs (top-5 of 1,000 classes)
         "best_test_acc": m("best_test_acc"), "best_test_top5": m("best_test_top5"),
-        "fit_epoch": m("fit_epoch"), "steps": m("steps"), "epochs": m("epochs"), "wall_time": m("wall_time"),
+        "fit_epoch": m("fit_epoch"), "steps_to_99": m("steps_to_99"), "steps_to_99_9": m("steps_to_99_9"),
+        "steps": m("steps"), "epochs": m("epochs"), "wall_time": m("wall_time"),
         "stop_reason": _col(raw, "tags.stop_reason"), "device": _col(raw, "tags.device"),
         # The setup, for the README's deviations from the paper (raw params: a missing one is NaN).
         "weight_decay": _num(raw, "params.regularizer.weight_decay").fillna(0),
         "wd_on": p("regularizer.weight_decay_on"), "test_size": _num(raw, "params.test_examples"),
         "max_epochs": _num(raw, "params.trainer.max_epochs"), "stop_at_target": p("trainer.stop_at_target"),
         "patience": p("trainer.patience"), "init": p("model.init"), "conv_module": p("model.net.conv_module"),
+        "bn_momentum": p("model.net.bn_momentum"), "bn_eps": p("model.net.bn_eps"),
+        "source_type": raw["run_id"].map(lambda r: sources.get(r, (None, None))[0]),
+        "source": raw["run_id"].map(lambda r: sources.get(r, (None, None))[1]),
         "amp": p("trainer.amp"), "lr_decay": p("trainer.lr_decay"), "lr_decay_period": p("trainer.lr_decay_period"),
         "lr_decay_epochs": _num(raw, "params.trainer.lr_decay_epochs"), "optimizer": p("trainer.optimizer"),
         "train_eval_size": _num(raw, "params.dataset.train_eval_size"),  # streamed data: the train-accuracy subset
@@ -161,6 +166,12 @@ def require_one_scale(used: pd.DataFrame, scale: str | None) -> None:
     scales = sorted({str(s) for s in used["scale"].dropna()}) if len(used) else []
     if scale is None and len(scales) > 1:
         raise SystemExit(f"runs of several scales ({', '.join(scales)}): pass --scale to pick one")
+
+
+def history(uri: str, run_id: str, key: str) -> pd.DataFrame:
+    """One metric's logged values of one run as a frame (`step`, `value`), in step order."""
+    hist = track.metric_history(uri, run_id, key)
+    return pd.DataFrame({"step": [s for s, _ in hist], "value": [v for _, v in hist]}).sort_values("step")
 
 
 def train_sizes(df: pd.DataFrame) -> dict[str, int]:

@@ -29,6 +29,8 @@ LEGACY_DEFAULTS = {
     "model.init": "torch",                         # PyTorch's own initialization
     "model.net.init": "torch",                     # the same, as the model's net receives it
     "model.net.conv_module": "bias_bn_noaffine",   # Inception: conv+bias -> BatchNorm2d(affine=False)
+    "model.net.bn_momentum": 0.1,                  # Inception: PyTorch's BatchNorm momentum
+    "model.net.bn_eps": 1e-5,                      # Inception: PyTorch's BatchNorm epsilon
     "regularizer.rotate": 0,                       # no random rotation
     "trainer.optimizer": "sgd",                    # SGD with momentum
     "trainer.rmsprop_decay": 0.9,                  # (rmsprop_tf only)

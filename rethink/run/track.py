@@ -15,7 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -231,6 +231,25 @@ def runs_frame(uri: str, experiment: str, filter_string: str = ""):
     mlflow.set_tracking_uri(mlflow_uri(uri))
     return retry(lambda: mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=filter_string,
                                             output_format="pandas"), what="search runs")
+
+
+def dataset_sources(uri: str, experiment: str, context: str = "training") -> dict[str, tuple[str, str]]:
+    """Per run id, (source type, source) of its dataset input logged with `context` (`record.dataset_inputs`):
+    where the run's data came from, which `search_runs`' frame does not carry. Runs without one are absent."""
+    c = client(uri)
+    exp = retry(lambda: c.get_experiment_by_name(experiment), what="get experiment")
+    out: dict[str, tuple[str, str]] = {}
+    token = None
+    while exp is not None:
+        page = retry(partial(c.search_runs, [exp.experiment_id], max_results=1000, page_token=token), what="search runs")
+        for run in page:
+            for d in run.inputs.dataset_inputs if run.inputs else ():
+                if any(t.key == "mlflow.data.context" and t.value == context for t in d.tags):
+                    out[run.info.run_id] = (d.dataset.source_type, d.dataset.source)
+        token = page.token
+        if not token:
+            break
+    return out
 
 
 def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
