@@ -16,7 +16,7 @@ from pathlib import Path
 from rethink.run import lifecycle, runner, track
 from rethink.run.identity import hash_values
 
-CONF = Path(__file__).resolve().parent / "conf"  # the Hydra configs (conf/ at the repository root)
+CONF = Path(__file__).resolve().parents[1] / "conf"  # the Hydra configs (conf/ at the repository root)
 
 
 def params_of(rec: dict) -> dict:
