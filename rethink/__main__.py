@@ -132,18 +132,18 @@ def main() -> None:
 
 
 def exit_now(code: int | str | None) -> None:
-    """End the process as `sys.exit(code)` would, without tearing down the interpreter: the threads that Python would
-    wait for are joined and every `atexit` handler runs (MLflow's, logging's, joblib's), the streams are flushed, then
-    `os._exit`. Tearing down the modules of torch, MLflow and SQLAlchemy one by one took ~2 s of a one-epoch job here
-    (bench/startup.py), and a process that is about to end has no use for it."""
+    """End the process as `sys.exit(code)` would, without tearing down the interpreter when nothing is left running:
+    every `atexit` handler runs (MLflow's, logging's), the streams are flushed, then `os._exit`. Tearing down the
+    modules of torch, MLflow and SQLAlchemy one by one took ~2 s of a one-epoch job here (bench/startup.py), and a
+    process about to end has no use for it. With other threads still alive (a joblib launcher's executor) it exits
+    the ordinary way, which shuts them down in their order."""
     import atexit
 
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.current_thread()):
+        sys.exit(code)
     if isinstance(code, str):  # sys.exit("message"): printed, status 1
         print(code, file=sys.stderr)
         code = 1
-    for t in threading.enumerate():
-        if t is not threading.current_thread() and not t.daemon:
-            t.join()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

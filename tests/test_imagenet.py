@@ -301,10 +301,10 @@ def test_a_job_started_as_several_processes_must_say_so(monkeypatch):
 
     monkeypatch.setenv("WORLD_SIZE", "4")  # e.g. torchrun --nproc-per-node=4 with trainer.devices left at 1
     with pytest.raises(RethinkError, match="started as 4 processes .* set trainer.devices=4"):
-        Group().start(1, {}, cuda=False)
+        Group().start(1, print, {}, cuda=False)
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(RethinkError, match="trainer.devices=2 but the job has 4 ranks"):
-        Group().start(2, {}, cuda=False)
+        Group().start(2, print, {}, cuda=False)
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the lost exception, as expected

@@ -4,6 +4,7 @@ name, the description, and content digests of its data."""
 import pytest
 import torch
 from conftest import composed
+from hydra.utils import instantiate
 
 from rethink.corrupt import Corruption
 from rethink.data.memory import ImageData
@@ -12,7 +13,7 @@ from rethink.run import identity, record
 
 def test_params_are_the_identity_keys_once_each_with_natural_types():
     cfg = composed("corruption=labels", "corruption.level=0.5")
-    params = record.params(cfg)
+    params = record.params(cfg, instantiate(cfg.corruption))
     assert params["seed"] == "0" and params["corruption.level"] == "0.5" and params["trainer.batch_size"] == "128"
     assert params["regularizer.random_crop"] == "False" and params["model.net.hidden_sizes"] == "[512]"
     assert params["model.lr"] == "0.01" and "trainer.lr" not in params  # trainer.lr: ${model.lr} repeats it
@@ -25,8 +26,14 @@ def test_params_are_the_identity_keys_once_each_with_natural_types():
 
 
 def test_an_overridden_reference_is_logged_under_its_own_key():
-    params = record.params(composed("trainer.lr=0.05"))
+    cfg = composed("trainer.lr=0.05")
+    params = record.params(cfg, instantiate(cfg.corruption))
     assert params["trainer.lr"] == "0.05" and params["model.lr"] == "0.01"
+
+
+def test_the_corruption_level_is_logged_as_the_built_corruption_has_it():
+    cfg = composed("corruption=labels", "corruption.level=1")  # an integer on the command line
+    assert cfg.corruption.level == 1 and record.params(cfg, instantiate(cfg.corruption))["corruption.level"] == "1.0"
 
 
 @pytest.mark.parametrize("overrides, budget", [
@@ -63,7 +70,7 @@ def test_run_names_lead_with_what_varies():
 def test_description_names_the_test_and_the_paper_figure():
     cfg = composed("experiment=fig1bc", "corruption.level=0.2")
     tags = record.purpose({"choices": {"scale": "cpu", "experiment": "fig1bc"}, "overrides": ["model=alexnet"]})
-    text = record.description(cfg, "labels", 0.2, 20000, tags)
+    text = record.description(cfg, Corruption("labels", 0.2), 20000, tags)
     assert "20% of the training labels replaced by labels drawn uniformly at random" in text
     assert "Fig. 1b/1c (preset `fig1bc`)" in text and "20,000 training images, scale=cpu" in text
     assert "budget: standard" in text
@@ -77,8 +84,8 @@ def test_dataset_digests_follow_the_content():
     cfg = composed("dataset=imagefolder", "dataset.root=/tmp", "corruption=labels", "corruption.level=1.0")
 
     def inputs(d, seed=0):
-        corrupted = Corruption("labels", 1.0, seed=seed).apply(d)
-        return {i["context"]: i["digest"] for i in record.dataset_inputs(cfg, d, corrupted)}
+        corruption = Corruption("labels", 1.0, seed=seed)
+        return {i["context"]: i["digest"] for i in record.dataset_inputs(cfg, corruption, d, corruption.apply(d))}
 
     base = inputs(data)
     copy = data.train_x.clone()
