@@ -19,15 +19,21 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def is_module(name: str) -> bool:
+    path = ROOT.parent / name.replace(".", "/")
+    return path.with_suffix(".py").exists() or path.is_dir()
+
+
 def imports(path: Path) -> set[str]:
     """The rethink modules `path` imports anywhere in its body (module level, functions, TYPE_CHECKING blocks)."""
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rethink"):
-            out.add(node.module)
-            out |= {f"{node.module}.{a.name}" for a in node.names
-                    if (ROOT.parent / f"{node.module}.{a.name}".replace(".", "/")).with_suffix(".py").exists()
-                    or (ROOT.parent / f"{node.module}.{a.name}".replace(".", "/")).is_dir()}
+            # `from rethink.report import overfit` imports the submodule, not the package's own names
+            subs = {f"{node.module}.{a.name}" for a in node.names if is_module(f"{node.module}.{a.name}")}
+            out |= subs
+            if len(subs) < len(node.names):
+                out.add(node.module)
         elif isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("rethink")}
     return out
